@@ -1,0 +1,180 @@
+"""The ASGI application: ``create_app(settings)`` builds everything in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from .config import Settings
+from .container import Services
+from .logs import configure_logging
+from .services.accounts import Accounts
+from .services.broker import Broker, make_broker_backend
+from .services.cases import CaseService
+from .services.idempotency import sweep as sweep_idempotency
+from .services.locks import LockManager, make_lock_backend
+from .services.metrics import Metrics
+from .services.presence import Presence, make_presence_backend
+from .services.ratelimit import RateLimits
+from .storage.db import Database
+from .web import errors as web_errors
+from .web.routes import auth, cases, events, health, locks, pages
+from .web.security import SecurityHeaders
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "web" / "static"
+SWEEP_EVERY = 3600.0
+
+
+async def build_services(settings: Settings) -> Services:
+    db = Database(settings.database_url)
+    metrics = Metrics()
+    broker = Broker(
+        make_broker_backend(settings.redis_url),
+        db=db,
+        metrics=metrics,
+        replay_window=settings.replay_window,
+    )
+    lock_manager = LockManager(
+        make_lock_backend(settings.redis_url),
+        ttl=settings.lock_ttl,
+        publish=broker.publish_ephemeral,
+        metrics=metrics,
+    )
+
+    async def client_gone(branch_id: int, user_id: int, client_id: str) -> None:
+        await lock_manager.release_client(
+            branch_id=branch_id, user_id=user_id, client_id=client_id, reason="disconnected"
+        )
+
+    presence = Presence(
+        make_presence_backend(settings.redis_url),
+        publish=broker.publish_ephemeral,
+        grace=settings.disconnect_grace,
+        on_client_gone=client_gone,
+    )
+
+    async def state_of(branch_id: int) -> dict[str, Any]:
+        return {
+            "locks": await lock_manager.snapshot(branch_id=branch_id),
+            "presence": await presence.viewers(branch_id=branch_id),
+        }
+
+    broker.state_provider = state_of
+    return Services(
+        settings=settings,
+        db=db,
+        metrics=metrics,
+        accounts=Accounts(db, session_ttl=settings.session_ttl),
+        cases=CaseService(db, publish=broker.publish, replay_window=settings.replay_window),
+        broker=broker,
+        locks=lock_manager,
+        presence=presence,
+        limits=RateLimits(
+            storage_url=settings.redis_url,
+            writes=settings.rate_limit_writes,
+            locks=settings.rate_limit_locks,
+            login=settings.rate_limit_login,
+        ),
+    )
+
+
+async def _every(period: float, work: Callable[[], Awaitable[object]], name: str) -> None:
+    """Run ``work`` every ``period`` seconds; a failure is logged, never fatal."""
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await work()
+        except Exception:
+            log.exception("periodic task %s failed", name)
+
+
+async def heartbeat_and_revalidate(services: Services) -> None:
+    """One shared timer: heartbeats for all streams, then close revoked ones."""
+    services.broker.heartbeat()
+    subscribers = services.broker.subscribers()
+    if not subscribers:
+        return
+    allowed = await services.accounts.live_access(
+        keys={sub.principal_key for sub in subscribers},
+        branch_ids={sub.branch_id for sub in subscribers},
+    )
+    for sub in subscribers:
+        if (sub.principal_key, sub.user_id, sub.branch_id) not in allowed:
+            sub.close("revoked")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_format)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await build_services(settings)
+        app.state.services = services
+        await services.broker.start()
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(services.locks.run(stop), name="lock-expiry"),
+            asyncio.create_task(
+                _every(
+                    settings.heartbeat_interval,
+                    lambda: heartbeat_and_revalidate(services),
+                    "heartbeat",
+                ),
+                name="heartbeat",
+            ),
+            asyncio.create_task(
+                _every(SWEEP_EVERY, lambda: sweep_idempotency(services.db), "idempotency-sweep"),
+                name="idempotency-sweep",
+            ),
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            services.broker.begin_shutdown()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await services.presence.close()
+            await services.broker.stop()
+            await services.locks.close()
+            await services.limits.close()
+            await services.db.dispose()
+
+    app = FastAPI(
+        title="warrantysync",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.settings = settings
+    web_errors.install(app)
+    for module in (auth, cases, locks, events, health, pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def begin_shutdown(app: FastAPI) -> int:
+    """Called on SIGTERM/SIGINT before uvicorn waits for connections to close."""
+    services: Services | None = getattr(app.state, "services", None)
+    if services is None:
+        return 0
+    return services.broker.begin_shutdown()
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (several workers, --reload)."""
+    return create_app(Settings())

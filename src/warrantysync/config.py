@@ -1,0 +1,114 @@
+"""Settings: every knob of DESIGN §6, read from ``WARRANTYSYNC_*`` variables.
+
+Durations are seconds (floats, so tests can shorten them); the browser-facing
+timings keep the ``_MS`` names of the contract and are milliseconds.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SECRET_FILE = Path(".warrantysync-secret")
+
+
+def _dev_secret(path: Path = SECRET_FILE) -> str:
+    """Read the development key, creating it (mode 0600) on first use."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        key = secrets.token_urlsafe(48)
+        path.touch(mode=0o600)
+        path.write_text(key + "\n")
+        return key
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WARRANTYSYNC_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./warrantysync.db"
+    redis_url: str | None = None
+    secret_key: str = ""
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1"])
+    session_ttl: float = Field(43200, gt=0)
+    lock_ttl: float = Field(30, gt=0)
+    lock_renew_ms: int | None = Field(None, gt=0)
+    disconnect_grace: float = Field(5, ge=0)
+    heartbeat_interval: float = Field(30, gt=0)
+    replay_window: int = Field(10000, gt=0)
+    debounce_ms: int = Field(1000, ge=0)
+    sync_interval_ms: int = Field(60000, gt=0)
+    reconnect_delays_ms: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [1000, 2000, 4000, 8000, 16000, 30000]
+    )
+    max_streams_per_user: int = Field(20, gt=0)
+    rate_limit_writes: str = "30/second;1200/minute"
+    rate_limit_locks: str = "30/second"
+    rate_limit_login: str = "5/15minutes;50/15minutes"
+    shutdown_grace: float = Field(10, ge=0)
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("allowed_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("reconnect_delays_ms", mode="before")
+    @classmethod
+    def _delays(cls, value: object) -> object:
+        parts = _split(value)
+        if isinstance(parts, list) and not parts:
+            raise ValueError("needs at least one delay")
+        return parts
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value in (None, "", "memory://"):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"unsupported coordination backend {value!r}: use redis://")
+        return value
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
+        if not self.secret_key:
+            self.secret_key = _dev_secret()
+        if self.lock_renew_ms is None:
+            self.lock_renew_ms = max(1, int(self.lock_ttl * 1000 / 3))
+        return self
+
+    @property
+    def renew_ms(self) -> int:
+        assert self.lock_renew_ms is not None
+        return self.lock_renew_ms
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def in_process(self) -> bool:
+        """True when locks, fan-out and presence live in this process only."""
+        return self.redis_url is None
+
+    def client_config(self) -> dict[str, object]:
+        """Timing constants handed to the browser in the page."""
+        return {
+            "DEBOUNCE_MS": self.debounce_ms,
+            "SYNC_INTERVAL_MS": self.sync_interval_ms,
+            "RECONNECT_DELAYS_MS": self.reconnect_delays_ms,
+            "LOCK_RENEW_MS": self.renew_ms,
+            "HEARTBEAT_MS": int(self.heartbeat_interval * 1000),
+        }

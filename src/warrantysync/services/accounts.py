@@ -1,0 +1,280 @@
+"""Users, passwords, browser sessions, API tokens and branch access.
+
+Session cookies and API tokens are random opaque strings; the database keeps
+only their SHA-256, so a leaked backup holds nothing that logs anyone in.
+Password checks run in a worker thread (argon2 is deliberately slow) and an
+unknown email is checked against a dummy hash so a failure takes the same
+time whether or not the account exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import anyio.to_thread
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+
+from ..errors import InvalidCredentials, NotFound, ValidationFailed
+from ..storage.db import Database
+from ..storage.models import (
+    ApiToken,
+    Branch,
+    Membership,
+    Role,
+    Session,
+    User,
+    WarrantyCase,
+    utcnow,
+)
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("not a real password, only for timing")
+# Refreshing last_seen_at on every request would be a write per request.
+TOUCH_EVERY = dt.timedelta(seconds=60)
+
+
+def hash_password(password: str) -> str:
+    if len(password) < 4:
+        raise ValidationFailed(
+            "password: must be at least 4 characters", field="password", rule="min_length"
+        )
+    return _hasher.hash(password)
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of one request."""
+
+    user_id: int
+    name: str
+    email: str
+    session_id: int | None = None
+    csrf_token: str | None = None
+    token_id: int | None = None
+
+    @property
+    def uses_cookie(self) -> bool:
+        return self.session_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    token: str
+    csrf_token: str
+    principal: Principal
+
+
+class Accounts:
+    def __init__(self, db: Database, *, session_ttl: float) -> None:
+        self.db = db
+        self.session_ttl = dt.timedelta(seconds=session_ttl)
+
+    # -- login -----------------------------------------------------------------
+
+    async def check_password(self, *, email: str, password: str) -> User:
+        async with self.db.read() as session:
+            user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+        password_hash = user.password_hash if user is not None else _DUMMY_HASH
+        ok = await anyio.to_thread.run_sync(_verify, password_hash, password)
+        if user is None or not ok or not user.is_active:
+            raise InvalidCredentials("email or password is wrong")
+        return user
+
+    async def open_session(self, user: User) -> NewSession:
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32)
+        async with self.db.write() as session:
+            row = Session(token_hash=token_hash(token), user_id=user.id, csrf_token=csrf)
+            session.add(row)
+            await session.flush()
+            principal = Principal(
+                user.id, user.name, user.email, session_id=row.id, csrf_token=csrf
+            )
+        return NewSession(token, csrf, principal)
+
+    async def revoke_session(self, session_id: int) -> None:
+        async with self.db.write() as session:
+            await session.execute(
+                update(Session)
+                .where(Session.id == session_id, Session.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+
+    # -- per request -----------------------------------------------------------
+
+    async def from_cookie(self, token: str) -> Principal | None:
+        now = utcnow()
+        async with self.db.read() as session:
+            row = (
+                await session.execute(
+                    select(Session, User)
+                    .join(User, User.id == Session.user_id)
+                    .where(
+                        Session.token_hash == token_hash(token),
+                        Session.revoked_at.is_(None),
+                        Session.last_seen_at > now - self.session_ttl,
+                        User.is_active.is_(True),
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        sess, user = row
+        if now - sess.last_seen_at > TOUCH_EVERY:
+            async with self.db.write() as session:
+                await session.execute(
+                    update(Session).where(Session.id == sess.id).values(last_seen_at=now)
+                )
+        return Principal(
+            user.id, user.name, user.email, session_id=sess.id, csrf_token=sess.csrf_token
+        )
+
+    async def from_bearer(self, token: str) -> Principal | None:
+        async with self.db.read() as session:
+            row = (
+                await session.execute(
+                    select(ApiToken, User)
+                    .join(User, User.id == ApiToken.user_id)
+                    .where(
+                        ApiToken.token_hash == token_hash(token),
+                        ApiToken.revoked_at.is_(None),
+                        User.is_active.is_(True),
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        api_token, user = row
+        return Principal(user.id, user.name, user.email, token_id=api_token.id)
+
+    async def live_access(
+        self, *, keys: set[tuple[str, int]], branch_ids: set[int]
+    ) -> set[tuple[tuple[str, int], int, int]]:
+        """Which (credential, user, branch) triples of open streams are still allowed.
+
+        Three queries however many streams are open, run once per heartbeat.
+        """
+        session_ids = [i for kind, i in keys if kind == "session"]
+        token_ids = [i for kind, i in keys if kind == "token"]
+        now = utcnow()
+        async with self.db.read() as session:
+            valid: list[tuple[tuple[str, int], int]] = []
+            if session_ids:
+                rows = await session.execute(
+                    select(Session.id, Session.user_id)
+                    .join(User, User.id == Session.user_id)
+                    .where(
+                        Session.id.in_(session_ids),
+                        Session.revoked_at.is_(None),
+                        Session.last_seen_at > now - self.session_ttl,
+                        User.is_active.is_(True),
+                    )
+                )
+                valid += [(("session", sid), uid) for sid, uid in rows]
+            if token_ids:
+                rows = await session.execute(
+                    select(ApiToken.id, ApiToken.user_id)
+                    .join(User, User.id == ApiToken.user_id)
+                    .where(
+                        ApiToken.id.in_(token_ids),
+                        ApiToken.revoked_at.is_(None),
+                        User.is_active.is_(True),
+                    )
+                )
+                valid += [(("token", tid), uid) for tid, uid in rows]
+            members = set(
+                (
+                    await session.execute(
+                        select(Membership.user_id, Membership.branch_id).where(
+                            Membership.branch_id.in_(branch_ids)
+                        )
+                    )
+                ).tuples()
+            )
+        return {
+            (key, uid, bid)
+            for key, uid in valid
+            for member_uid, bid in members
+            if member_uid == uid
+        }
+
+    # -- access ----------------------------------------------------------------
+
+    async def role_in(self, *, user_id: int, branch_id: int) -> Role | None:
+        async with self.db.read() as session:
+            return await session.scalar(
+                select(Membership.role).where(
+                    Membership.user_id == user_id, Membership.branch_id == branch_id
+                )
+            )
+
+    async def branch_access(self, *, user_id: int, branch_id: int) -> tuple[Branch, Role]:
+        async with self.db.read() as session:
+            row = (
+                await session.execute(
+                    select(Branch, Membership.role)
+                    .join(Membership, Membership.branch_id == Branch.id)
+                    .where(Branch.id == branch_id, Membership.user_id == user_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("no such branch")
+        return row[0], row[1]
+
+    async def case_access(self, *, user_id: int, case_id: int) -> tuple[int, Role]:
+        """The case's branch and the caller's role there; 404 when not visible."""
+        async with self.db.read() as session:
+            row = (
+                await session.execute(
+                    select(WarrantyCase.branch_id, Membership.role)
+                    .join(Membership, Membership.branch_id == WarrantyCase.branch_id)
+                    .where(
+                        WarrantyCase.id == case_id,
+                        WarrantyCase.deleted_at.is_(None),
+                        Membership.user_id == user_id,
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound("no such case")
+        return int(row[0]), row[1]
+
+    async def branches_of(self, *, user_id: int) -> list[dict[str, object]]:
+        async with self.db.read() as session:
+            rows = (
+                await session.execute(
+                    select(Branch.id, Branch.name, Membership.role)
+                    .join(Membership, Membership.branch_id == Branch.id)
+                    .where(Membership.user_id == user_id)
+                    .order_by(Branch.id)
+                )
+            ).all()
+        return [{"id": bid, "name": name, "role": role.value} for bid, name, role in rows]
+
+    async def members(self, *, branch_id: int) -> list[dict[str, object]]:
+        async with self.db.read() as session:
+            rows = (
+                await session.execute(
+                    select(User.id, User.name, Membership.role)
+                    .join(Membership, Membership.user_id == User.id)
+                    .where(Membership.branch_id == branch_id)
+                    .order_by(User.name)
+                )
+            ).all()
+        return [{"id": uid, "name": name, "role": role.value} for uid, name, role in rows]

@@ -1,0 +1,71 @@
+"""Events and their wire form.
+
+``encode`` is the one place an event becomes bytes (``text/event-stream``
+framing); the broker calls it once per event and writes the same bytes to
+every subscriber. Data is always single-line JSON (orjson never emits a
+newline), so one ``data:`` line is enough.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..jsonutil import dumps
+
+# Durable events: written to the outbox, carry an id, replayed on resume.
+CASE_CREATED = "case-created"
+CASE_UPDATED = "case-updated"
+CASE_DELETED = "case-deleted"
+DURABLE = frozenset({CASE_CREATED, CASE_UPDATED, CASE_DELETED})
+
+# Ephemeral events: no id, never replayed; `ready` and `state` carry the truth.
+READY = "ready"
+LOCK_ACQUIRED = "lock-acquired"
+LOCK_RELEASED = "lock-released"
+STATE = "state"
+PRESENCE = "presence"
+HEARTBEAT = "heartbeat"
+SYNC_REQUIRED = "sync-required"
+GOODBYE = "goodbye"
+
+
+def encode(kind: str, data: bytes, event_id: int | None = None) -> bytes:
+    """Frame one event. ``data`` is already-serialised JSON."""
+    if event_id is None:
+        return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+    return (
+        b"id: "
+        + str(event_id).encode()
+        + b"\nevent: "
+        + kind.encode()
+        + b"\ndata: "
+        + data
+        + b"\n\n"
+    )
+
+
+def retry_frame(ms: int) -> bytes:
+    return b"retry: " + str(ms).encode() + b"\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event on its way to subscribers; ``frame`` is computed once."""
+
+    branch_id: int
+    kind: str
+    data: bytes
+    event_id: int | None = None
+    frame: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frame", encode(self.kind, self.data, self.event_id))
+
+    @classmethod
+    def of(cls, branch_id: int, kind: str, payload: Any, event_id: int | None = None) -> Event:
+        return cls(branch_id, kind, dumps(payload), event_id)
+
+    @property
+    def durable(self) -> bool:
+        return self.event_id is not None

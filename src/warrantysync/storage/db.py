@@ -1,0 +1,134 @@
+"""Engine and sessions for the three supported databases.
+
+``Database.write()`` is the only way to change data. On SQLite it starts the
+transaction with ``BEGIN IMMEDIATE`` so two writers never both read and then
+both try to upgrade their lock (which SQLite answers with "database is
+locked" instead of waiting); on PostgreSQL and MySQL the row locks taken by
+``SELECT … FOR UPDATE`` and the counter ``UPDATE`` serialise writers of one
+case and one branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from ..errors import Unavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin, so
+        # the "begin" hook below can choose IMMEDIATE for writers.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_recycle", 1800)
+    return create_async_engine(url, **kwargs)
+
+
+class Database:
+    """Owns the engine; hands out read and write sessions."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = create_engine(url, **engine_kwargs)
+        self.dialect = self.engine.dialect.name
+        self._read = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write = async_sessionmaker(
+            self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
+        )
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self._read() as session:
+                yield session
+        except (OperationalError, DBAPIError) as exc:
+            if _is_unavailable(exc):
+                raise Unavailable("the database is not reachable right now") from exc
+            raise
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction whose statements all see one point in time.
+
+        SQLite (WAL) and MySQL's default REPEATABLE READ already give that;
+        PostgreSQL's default READ COMMITTED does not, so ask for it.
+        """
+        async with self.read() as session:
+            if self.dialect == "postgresql":
+                await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that commits when the block ends without error."""
+        try:
+            async with self._write() as session, session.begin():
+                yield session
+        except (OperationalError, DBAPIError) as exc:
+            if _is_unavailable(exc):
+                raise Unavailable("the database is not reachable right now") from exc
+            raise
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _is_unavailable(exc: DBAPIError) -> bool:
+    """Connection-level failures, as opposed to a bad statement or constraint."""
+    if exc.connection_invalidated:
+        return True
+    message = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    hints = (
+        "connection",
+        "could not connect",
+        "server closed",
+        "gone away",
+        "lost connection",
+        "database is locked",
+        "timeout",
+        "refused",
+        "shutting down",
+        "terminating",
+    )
+    return any(hint in message for hint in hints)

@@ -1,0 +1,240 @@
+"""SQLAlchemy 2 models. Portable SQL only: SQLite, PostgreSQL and MySQL/MariaDB.
+
+Strings that are indexed carry a length (MySQL needs one); JSON-ish payloads
+are stored as text we encode ourselves, so every backend stores the same
+bytes and the outbox can hand them to the stream unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Role(enum.StrEnum):
+    viewer = "viewer"
+    editor = "editor"
+    manager = "manager"
+
+
+class Status(enum.StrEnum):
+    new = "new"
+    diagnosing = "diagnosing"
+    awaiting_parts = "awaiting_parts"
+    in_repair = "in_repair"
+    ready = "ready"
+    closed = "closed"
+    rejected = "rejected"
+
+
+class Priority(enum.StrEnum):
+    low = "low"
+    normal = "normal"
+    high = "high"
+    urgent = "urgent"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as plain strings (no native ENUM type), so adding a value is a
+    # code change, not a schema migration on three databases.
+    return Enum(cls, name=name, native_enum=False, length=20, validate_strings=True)
+
+
+class Branch(Base):
+    __tablename__ = "branches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # Per-branch event counter, bumped in the transaction that writes an
+    # outbox row: event ids are contiguous and in commit order (DESIGN §4).
+    last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    branch_id: Mapped[int] = mapped_column(
+        ForeignKey("branches.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+
+
+class Session(Base):
+    """A browser login. Only the SHA-256 of the cookie value is stored."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+
+
+class ApiToken(Base):
+    """A bearer token for scripts. Only the SHA-256 of the token is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+
+
+class Counter(Base):
+    """Named counters bumped inside a transaction (e.g. ``case_number``)."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class WarrantyCase(Base):
+    __tablename__ = "warranty_cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    branch_id: Mapped[int] = mapped_column(ForeignKey("branches.id", ondelete="CASCADE"))
+    case_number: Mapped[str] = mapped_column(String(20), unique=True)
+    customer_name: Mapped[str] = mapped_column(String(120))
+    customer_phone: Mapped[str] = mapped_column(String(40), default="")
+    customer_email: Mapped[str] = mapped_column(String(254), default="")
+    product: Mapped[str] = mapped_column(String(120), default="")
+    serial_number: Mapped[str] = mapped_column(String(80), default="")
+    purchase_date: Mapped[dt.date | None] = mapped_column(Date, default=None)
+    issue: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[Status] = mapped_column(_enum(Status, "status"), default=Status.new)
+    priority: Mapped[Priority] = mapped_column(_enum(Priority, "priority"), default=Priority.normal)
+    assignee_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    notes: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    # Deleted cases stay for their audit trail; every read filters them out.
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime, default=None)
+
+    __table_args__ = (Index("ix_warranty_cases_branch_live", "branch_id", "deleted_at"),)
+
+
+class AuditEntry(Base):
+    """One committed field change; written in the transaction of the change."""
+
+    __tablename__ = "case_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("warranty_cases.id", ondelete="CASCADE"))
+    field: Mapped[str] = mapped_column(String(40))
+    old: Mapped[str | None] = mapped_column(Text)  # JSON text
+    new: Mapped[str | None] = mapped_column(Text)  # JSON text
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_case_audit_case_version", "case_id", "version"),)
+
+
+class OutboxEvent(Base):
+    """A durable event: the log a resuming stream replays (DESIGN §4).
+
+    ``data`` is the event's JSON exactly as it goes on the wire.
+    """
+
+    __tablename__ = "outbox"
+
+    branch_id: Mapped[int] = mapped_column(
+        ForeignKey("branches.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a request with an ``Idempotency-Key`` (24 h)."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+__all__ = [
+    "ApiToken",
+    "AuditEntry",
+    "Base",
+    "Branch",
+    "Counter",
+    "IdempotencyRecord",
+    "Membership",
+    "OutboxEvent",
+    "Priority",
+    "Role",
+    "Session",
+    "Status",
+    "User",
+    "WarrantyCase",
+    "utcnow",
+]

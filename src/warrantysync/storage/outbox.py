@@ -1,0 +1,92 @@
+"""The durable event log (DESIGN §4) and the counters that number it.
+
+``append_event`` must run inside the write transaction of the change it
+describes: the branch counter row is bumped there, so ids are contiguous and
+appear in commit order (the row lock serialises writers of one branch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import Branch, Counter, OutboxEvent
+
+
+async def _bump(session: AsyncSession, *, table: str, key_col: str, key: object, col: str) -> int:
+    """Increment ``table.col`` where ``key_col = key`` and return the new value.
+
+    One statement per dialect so the read can never see another writer's
+    uncommitted increment: ``RETURNING`` on SQLite and PostgreSQL, the
+    ``LAST_INSERT_ID(expr)`` idiom on MySQL/MariaDB (per-connection, safe).
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect in ("mysql", "mariadb"):
+        await session.execute(
+            text(f"UPDATE {table} SET {col} = LAST_INSERT_ID({col} + 1) WHERE {key_col} = :k"),
+            {"k": key},
+        )
+        value = (await session.execute(text("SELECT LAST_INSERT_ID()"))).scalar_one()
+        return int(value)
+    value = (
+        await session.execute(
+            text(f"UPDATE {table} SET {col} = {col} + 1 WHERE {key_col} = :k RETURNING {col}"),
+            {"k": key},
+        )
+    ).scalar_one()
+    return int(value)
+
+
+async def next_event_id(session: AsyncSession, *, branch_id: int) -> int:
+    return await _bump(session, table="branches", key_col="id", key=branch_id, col="last_event_id")
+
+
+async def next_counter(session: AsyncSession, *, name: str) -> int:
+    exists = await session.scalar(select(Counter.name).where(Counter.name == name))
+    if exists is None:
+        session.add(Counter(name=name, value=0))
+        await session.flush()
+    return await _bump(session, table="counters", key_col="name", key=name, col="value")
+
+
+async def append_event(session: AsyncSession, *, branch_id: int, kind: str, data: str) -> int:
+    event_id = await next_event_id(session, branch_id=branch_id)
+    session.add(OutboxEvent(branch_id=branch_id, id=event_id, kind=kind, data=data))
+    return event_id
+
+
+async def head(session: AsyncSession, *, branch_id: int) -> int:
+    value = await session.scalar(select(Branch.last_event_id).where(Branch.id == branch_id))
+    return int(value or 0)
+
+
+async def events_after(
+    session: AsyncSession, *, branch_id: int, after: int, limit: int
+) -> Sequence[OutboxEvent]:
+    result = await session.scalars(
+        select(OutboxEvent)
+        .where(OutboxEvent.branch_id == branch_id, OutboxEvent.id > after)
+        .order_by(OutboxEvent.id)
+        .limit(limit)
+    )
+    return result.all()
+
+
+async def oldest_id(session: AsyncSession, *, branch_id: int) -> int | None:
+    value = await session.scalar(
+        select(func.min(OutboxEvent.id)).where(OutboxEvent.branch_id == branch_id)
+    )
+    return None if value is None else int(value)
+
+
+async def prune(session: AsyncSession, *, branch_id: int, keep: int) -> int:
+    """Drop events older than the newest ``keep``; returns rows removed."""
+    newest = await head(session, branch_id=branch_id)
+    result = await session.execute(
+        delete(OutboxEvent).where(
+            OutboxEvent.branch_id == branch_id, OutboxEvent.id <= newest - keep
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

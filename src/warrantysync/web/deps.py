@@ -1,0 +1,109 @@
+"""Request dependencies: services, the caller, CSRF/Origin, the raw JSON body.
+
+Checks run in the order of DESIGN §3 — 401, then 403 for CSRF/Origin, then
+413, then 415 — so each route lists them in that order and does the rest
+(404, role, rate limit, idempotency, body) itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ..container import Services
+from ..errors import CsrfFailed, NotAuthenticated, PayloadTooLarge, UnsupportedMediaType
+from ..services.accounts import Principal
+
+SESSION_COOKIE = "warrantysync_session"
+MAX_BODY = 64 * 1024
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def optional_principal(request: Request, services: ServicesDep) -> Principal | None:
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    principal: Principal | None = None
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        principal = await services.accounts.from_bearer(auth[7:].strip())
+    elif token := request.cookies.get(SESSION_COOKIE):
+        principal = await services.accounts.from_cookie(token)
+    request.state.principal = principal
+    return principal
+
+
+async def current_principal(
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+) -> Principal:
+    if principal is None:
+        raise NotAuthenticated("sign in first")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+
+
+def own_origin(request: Request) -> str:
+    host = request.headers.get("host", "")
+    return f"{request.url.scheme}://{host}"
+
+
+def check_origin(request: Request, services: Services) -> None:
+    origin = request.headers.get("origin")
+    if origin is None or origin == own_origin(request):
+        return
+    if origin in services.settings.allowed_origins:
+        return
+    raise CsrfFailed("requests from this origin are not allowed")
+
+
+async def checked_writer(
+    request: Request, principal: CurrentUser, services: ServicesDep
+) -> Principal:
+    """The caller of a state-changing request, after the CSRF and Origin checks."""
+    if request.method in UNSAFE and principal.uses_cookie:
+        check_origin(request, services)
+        sent = request.headers.get("x-csrf-token", "")
+        assert principal.csrf_token is not None
+        if not hmac.compare_digest(sent.encode(), principal.csrf_token.encode()):
+            raise CsrfFailed("missing or wrong X-CSRF-Token header")
+    return principal
+
+
+Writer = Annotated[Principal, Depends(checked_writer)]
+
+
+async def json_body(request: Request, _writer: Writer) -> bytes:
+    """The raw body: at most 64 KiB (413), declared as JSON (415)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise PayloadTooLarge(f"request body is larger than {MAX_BODY // 1024} KiB")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise PayloadTooLarge(f"request body is larger than {MAX_BODY // 1024} KiB")
+        chunks.append(chunk)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType("send the body as application/json")
+    return b"".join(chunks)
+
+
+RawJson = Annotated[bytes, Depends(json_body)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

@@ -1,0 +1,78 @@
+"""Login, logout and the caller's identity."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from ...errors import InvalidCredentials, RateLimited
+from ..deps import SESSION_COOKIE, CurrentUser, ServicesDep, Writer, check_origin, client_ip
+from ..errors import json_response
+
+router = APIRouter(prefix="/api")
+
+
+class LoginBody(BaseModel):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=1024)
+
+
+def set_session_cookie(response: Response, request: Request, token: str, max_age: float) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(max_age),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+@router.post("/auth/login")
+async def login(body: LoginBody, request: Request, services: ServicesDep) -> Response:
+    check_origin(request, services)
+    email = body.email.strip().lower()
+    ip = client_ip(request)
+    await services.limits.check_login(email, ip)
+    try:
+        user = await services.accounts.check_password(email=email, password=body.password)
+    except InvalidCredentials:
+        # A failure that uses up the allowance is still answered 401; the
+        # next attempt is the one refused.
+        with contextlib.suppress(RateLimited):
+            await services.limits.login_failed(email, ip)
+        raise
+    opened = await services.accounts.open_session(user)
+    response = json_response(
+        200,
+        {
+            "user": {"id": user.id, "name": user.name, "email": user.email},
+            "csrf_token": opened.csrf_token,
+        },
+    )
+    set_session_cookie(response, request, opened.token, services.settings.session_ttl)
+    return response
+
+
+@router.post("/auth/logout", status_code=204)
+async def logout(principal: Writer, services: ServicesDep) -> Response:
+    if principal.session_id is not None:
+        await services.accounts.revoke_session(principal.session_id)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/me")
+async def me(principal: CurrentUser, services: ServicesDep) -> dict[str, Any]:
+    return {
+        "id": principal.user_id,
+        "name": principal.name,
+        "email": principal.email,
+        "csrf_token": principal.csrf_token,
+        "branches": await services.accounts.branches_of(user_id=principal.user_id),
+    }

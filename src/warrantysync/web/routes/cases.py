@@ -1,0 +1,211 @@
+"""Cases: snapshot, create, read, patch, delete, history (DESIGN §3)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.exc import IntegrityError
+
+from ...container import Services
+from ...errors import Forbidden, InvalidJson, Unavailable, ValidationFailed, WarrantySyncError
+from ...jsonutil import JSONDecodeError, dumps, loads
+from ...services import idempotency
+from ...services.cases import Actor
+from ...services.fields import check_subset
+from ...storage.models import Role
+from ..deps import CurrentUser, RawJson, ServicesDep, Writer
+from ..errors import body_of, json_response, status_of
+
+router = APIRouter(prefix="/api")
+PATCH_KEYS = frozenset({"changes", "expected", "lock_tokens"})
+
+
+def client_id_of(request: Request) -> str | None:
+    value = request.headers.get("x-client-id")
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 64 or not all(c.isalnum() or c in "-_" for c in value):
+        raise ValidationFailed(
+            "X-Client-Id: must be 1..64 letters, digits, '-' or '_'",
+            field="X-Client-Id",
+            rule="client_id",
+        )
+    return value
+
+
+def parse_object(raw: bytes, what: str = "body") -> dict[str, Any]:
+    try:
+        value = loads(raw)
+    except JSONDecodeError:
+        raise InvalidJson("the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValidationFailed(f"{what}: must be a JSON object", field=what, rule="type")
+    return value
+
+
+def _object_member(body: dict[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name, {})
+    if not isinstance(value, dict):
+        raise ValidationFailed(f"{name}: must be a JSON object", field=name, rule="type")
+    return value
+
+
+@router.get("/branches/{branch_id}/cases")
+async def list_cases(
+    branch_id: int, request: Request, principal: CurrentUser, services: ServicesDep
+) -> Response:
+    await services.accounts.branch_access(user_id=principal.user_id, branch_id=branch_id)
+    cases, head = await services.cases.snapshot(branch_id=branch_id)
+    locks = await services.locks.snapshot(branch_id=branch_id)
+    presence = await services.presence.viewers(branch_id=branch_id)
+    extras = dumps([locks, presence])
+    etag = '"' + hashlib.sha256(f"{branch_id}:{head}:".encode() + extras).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    body = {"cases": cases, "locks": locks, "presence": presence, "last_event_id": str(head)}
+    return json_response(200, body, headers)
+
+
+@router.post("/branches/{branch_id}/cases", status_code=201)
+async def create_case(
+    branch_id: int, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
+) -> Response:
+    _branch, role = await services.accounts.branch_access(
+        user_id=principal.user_id, branch_id=branch_id
+    )
+    if role == Role.viewer:
+        raise Forbidden("viewers cannot create cases")
+    await services.limits.hit_write(principal.user_id)
+    values = parse_object(raw)
+    actor = Actor(principal.user_id, principal.name, client_id_of(request))
+    case = await services.cases.create(branch_id=branch_id, values=values, actor=actor)
+    return json_response(201, case)
+
+
+@router.get("/cases/{case_id}")
+async def get_case(case_id: int, principal: CurrentUser, services: ServicesDep) -> Response:
+    await services.accounts.case_access(user_id=principal.user_id, case_id=case_id)
+    return json_response(200, await services.cases.get(case_id=case_id))
+
+
+@router.patch("/cases/{case_id}")
+async def patch_case(
+    case_id: int, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
+) -> Response:
+    started = time.perf_counter()
+    _branch_id, role = await services.accounts.case_access(
+        user_id=principal.user_id, case_id=case_id
+    )
+    if role == Role.viewer:
+        raise Forbidden("viewers cannot edit cases")
+    await services.limits.hit_write(principal.user_id)
+    replay = None
+    if (key := request.headers.get("idempotency-key")) is not None:
+        replay = idempotency.make_replay(
+            principal.user_id, key, method="PATCH", path=request.url.path, body=raw
+        )
+        stored = await idempotency.lookup(services.db, replay)
+        if stored is not None:
+            return json_response(stored.status_code, stored.body, {"Idempotent-Replayed": "true"})
+    try:
+        case = await _patch(
+            case_id, request, raw, principal.user_id, principal.name, services, replay
+        )
+    except WarrantySyncError as exc:
+        status = status_of(exc)
+        if replay is not None and 400 <= status < 500 and status != 429:
+            await idempotency.remember_refusal(
+                services.db, replay, status_code=status, body=body_of(exc)
+            )
+        raise
+    services.metrics.save_latency.observe(time.perf_counter() - started)
+    return json_response(200, case)
+
+
+async def _patch(
+    case_id: int,
+    request: Request,
+    raw: bytes,
+    user_id: int,
+    name: str,
+    services: Services,
+    replay: idempotency.Replay | None,
+) -> dict[str, Any]:
+    body = parse_object(raw)
+    for key in body:
+        if key not in PATCH_KEYS:
+            raise ValidationFailed(f"{key}: unknown member", field=str(key), rule="unknown_member")
+    changes = _object_member(body, "changes")
+    if not changes:
+        raise ValidationFailed(
+            "changes: must name at least one field", field="changes", rule="required"
+        )
+    expected = _object_member(body, "expected")
+    tokens = _object_member(body, "lock_tokens")
+    check_subset("lock_tokens", tokens, changes)
+    if not all(isinstance(t, str) for t in tokens.values()):
+        raise ValidationFailed(
+            "lock_tokens: values must be strings", field="lock_tokens", rule="type"
+        )
+    client_id = client_id_of(request)
+
+    async def check_locks() -> None:
+        try:
+            await services.locks.check_write(
+                case_id=case_id, fields=changes, user_id=user_id, client_id=client_id, tokens=tokens
+            )
+        except Unavailable:
+            # Without lock checks only a save fenced by `expected` is safe.
+            if not all(field in expected for field in changes):
+                raise Unavailable(
+                    "locks cannot be checked right now; retry, or send expected values",
+                    retry_after=2,
+                ) from None
+
+    try:
+        return await services.cases.patch(
+            case_id=case_id,
+            changes=changes,
+            expected=expected,
+            actor=Actor(user_id, name, client_id),
+            before_write=check_locks,
+            idempotency=replay,
+        )
+    except IntegrityError:
+        # A concurrent twin with the same Idempotency-Key committed first.
+        assert replay is not None
+        stored = await idempotency.lookup(services.db, replay)
+        if stored is None:
+            raise
+        return dict(stored.body)
+
+
+@router.delete("/cases/{case_id}", status_code=204)
+async def delete_case(case_id: int, principal: Writer, services: ServicesDep) -> Response:
+    _branch_id, role = await services.accounts.case_access(
+        user_id=principal.user_id, case_id=case_id
+    )
+    if role != Role.manager:
+        raise Forbidden("only managers can delete cases")
+    await services.limits.hit_write(principal.user_id)
+    await services.cases.delete(
+        case_id=case_id, actor=Actor(principal.user_id, principal.name, None)
+    )
+    return Response(status_code=204)
+
+
+@router.get("/cases/{case_id}/history")
+async def history(
+    case_id: int,
+    principal: CurrentUser,
+    services: ServicesDep,
+    limit: int = Query(500, ge=1, le=500),
+    before: int | None = Query(None, ge=1),
+) -> Response:
+    await services.accounts.case_access(user_id=principal.user_id, case_id=case_id)
+    rows = await services.cases.history(case_id=case_id, limit=limit, before=before)
+    return json_response(200, rows)

@@ -1,0 +1,68 @@
+"""Field locks: PUT acquires or renews, DELETE releases (DESIGN §3)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from ...errors import Forbidden, ValidationFailed
+from ...services.fields import check_field_name
+from ...services.locks import Owner
+from ...storage.models import Role
+from ..deps import ServicesDep, Writer
+from ..errors import json_response
+from .cases import client_id_of
+
+router = APIRouter(prefix="/api")
+
+
+def _required_client_id(request: Request) -> str:
+    client_id = client_id_of(request)
+    if client_id is None:
+        raise ValidationFailed(
+            "X-Client-Id: required to own a lock", field="X-Client-Id", rule="required"
+        )
+    return client_id
+
+
+@router.put("/cases/{case_id}/locks/{field}")
+async def acquire(
+    case_id: int, field: str, request: Request, principal: Writer, services: ServicesDep
+) -> Response:
+    branch_id, role = await services.accounts.case_access(
+        user_id=principal.user_id, case_id=case_id
+    )
+    if role == Role.viewer:
+        raise Forbidden("viewers cannot edit cases")
+    check_field_name(field)
+    client_id = _required_client_id(request)
+    await services.limits.hit_lock(principal.user_id)
+    lock = await services.locks.acquire(
+        case_id=case_id,
+        branch_id=branch_id,
+        field=field,
+        owner=Owner(principal.user_id, principal.name, client_id),
+    )
+    return json_response(200, {"lock": {**lock.public(), "token": lock.token}})
+
+
+@router.delete("/cases/{case_id}/locks/{field}", status_code=204)
+async def release(
+    case_id: int, field: str, request: Request, principal: Writer, services: ServicesDep
+) -> Response:
+    branch_id, role = await services.accounts.case_access(
+        user_id=principal.user_id, case_id=case_id
+    )
+    if role == Role.viewer:
+        raise Forbidden("viewers cannot edit cases")
+    check_field_name(field)
+    client_id = client_id_of(request)
+    await services.limits.hit_lock(principal.user_id)
+    await services.locks.release(
+        case_id=case_id,
+        branch_id=branch_id,
+        field=field,
+        user_id=principal.user_id,
+        client_id=client_id,
+        force=role == Role.manager,
+    )
+    return Response(status_code=204)

@@ -1,0 +1,114 @@
+"""Server-rendered pages: login, the user's branches, the branch table shell."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from ...errors import NotFound
+from ...jsonutil import dumps_str
+from ...services.accounts import Principal
+from ...storage.models import Priority, Status
+from ..deps import SESSION_COOKIE, ServicesDep, check_origin, optional_principal
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+
+
+def _safe_next(value: str | None) -> str:
+    # Only same-site paths: "//evil.example" would be an open redirect.
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+
+
+async def _principal(request: Request, services: ServicesDep) -> Principal | None:
+    return await optional_principal(request, services)
+
+
+def script_json(value: object) -> str:
+    """JSON safe inside <script type="application/json">."""
+    return dumps_str(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, services: ServicesDep, next: str | None = None) -> Response:
+    if await _principal(request, services) is not None:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return templates.TemplateResponse(
+        request, "login.html", {"next": _safe_next(next), "demo": services.settings.is_sqlite}
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(request: Request, services: ServicesDep) -> Response:
+    principal = await _principal(request, services)
+    if principal is None:
+        return _to_login(request)
+    branches = await services.accounts.branches_of(user_id=principal.user_id)
+    return templates.TemplateResponse(
+        request,
+        "index.html",
+        {
+            "user": {"id": principal.user_id, "name": principal.name, "email": principal.email},
+            "branches": branches,
+            "csrf_token": principal.csrf_token or "",
+        },
+    )
+
+
+@router.get("/branch/{branch_id}", response_class=HTMLResponse)
+async def branch_page(branch_id: int, request: Request, services: ServicesDep) -> Response:
+    principal = await _principal(request, services)
+    if principal is None:
+        return _to_login(request)
+    try:
+        branch, role = await services.accounts.branch_access(
+            user_id=principal.user_id, branch_id=branch_id
+        )
+    except NotFound:
+        return templates.TemplateResponse(
+            request, "not_found.html", {"what": "branch"}, status_code=404
+        )
+    config = {
+        "branch_id": branch.id,
+        "branch_name": branch.name,
+        "branch_timezone": branch.timezone,
+        "role": role.value,
+        "user": {"id": principal.user_id, "name": principal.name, "email": principal.email},
+        "csrf_token": principal.csrf_token or "",
+        "branches": await services.accounts.branches_of(user_id=principal.user_id),
+        "members": await services.accounts.members(branch_id=branch.id),
+        "statuses": [s.value for s in Status],
+        "priorities": [p.value for p in Priority],
+        **services.settings.client_config(),
+    }
+    return templates.TemplateResponse(
+        request,
+        "branch.html",
+        {"branch": {"id": branch.id, "name": branch.name}, "config_json": script_json(config)},
+    )
+
+
+@router.post("/logout")
+async def logout_form(request: Request, services: ServicesDep) -> Response:
+    """Logout for the plain HTML form (no JavaScript needed)."""
+    principal = await _principal(request, services)
+    response = RedirectResponse("/login", status_code=303)
+    if principal is not None and principal.session_id is not None:
+        check_origin(request, services)
+        form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+        sent = (form.get("csrf_token") or [""])[0]
+        if hmac.compare_digest(sent.encode(), (principal.csrf_token or "").encode()):
+            await services.accounts.revoke_session(principal.session_id)
+            response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
