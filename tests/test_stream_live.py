@@ -1,34 +1,293 @@
-"""The event stream through a real uvicorn server (DESIGN §4)."""
+"""The event stream and locks through a real uvicorn server (DESIGN §3, §4).
+
+Timings are shortened through the settings (see ``LIVE_ENV`` in conftest):
+heartbeat 1 s, lock TTL 3 s, disconnect grace 0.5 s.
+"""
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
 
-from conftest import login
+import httpx
+import pytest
+
+from conftest import LiveFactory, login
 from factories import World
 from live import LiveServer, reading
 
 
-async def test_edit_by_one_user_reaches_the_other(live: tuple[LiveServer, World]) -> None:
+class Tab:
+    """One logged-in browser tab: its own cookie jar, CSRF token and client id."""
+
+    def __init__(self, http: httpx.AsyncClient, csrf: dict[str, str], client_id: str) -> None:
+        self.http = http
+        self.client_id = client_id
+        self.headers = {**csrf, "X-Client-Id": client_id}
+
+    async def patch(
+        self, case_id: int, changes: dict[str, object], **extra: object
+    ) -> httpx.Response:
+        body = {"changes": changes, **extra}
+        return await self.http.patch(f"/api/cases/{case_id}", json=body, headers=self.headers)
+
+    async def lock(self, case_id: int, field: str) -> httpx.Response:
+        return await self.http.put(f"/api/cases/{case_id}/locks/{field}", headers=self.headers)
+
+    async def unlock(self, case_id: int, field: str) -> httpx.Response:
+        return await self.http.delete(f"/api/cases/{case_id}/locks/{field}", headers=self.headers)
+
+    def events_path(self, branch_id: int, last_event_id: str | None = None) -> str:
+        path = f"/api/branches/{branch_id}/events?client_id={self.client_id}"
+        return path if last_event_id is None else f"{path}&last_event_id={last_event_id}"
+
+
+@pytest.fixture
+async def tabs(live: tuple[LiveServer, World]) -> AsyncIterator[dict[str, Tab]]:
+    server, _world = live
+    opened: dict[str, Tab] = {}
+    clients = []
+    for name in ("alice", "bob", "dave"):
+        http = httpx.AsyncClient(base_url=server.url, timeout=10)
+        clients.append(http)
+        opened[name] = Tab(http, await login(http, f"{name}@example.com"), f"{name}-tab")
+    yield opened
+    for http in clients:
+        await http.aclose()
+
+
+async def test_edit_by_one_user_reaches_the_other(
+    live: tuple[LiveServer, World], tabs: dict[str, Tab]
+) -> None:
+    _server, world = live
+    branch, case = world.branches["downtown"], world.cases["phone"]
+    alice, bob = tabs["alice"], tabs["bob"]
+    async with reading(bob.http, bob.events_path(branch)) as stream:
+        ready = await stream.next("ready")
+        assert ready.data["client_id"] == "bob-tab"
+        assert ready.data["heartbeat_ms"] == 1000
+        response = await alice.patch(case, {"customer_name": "Jane Roe"})
+        assert response.status_code == 200
+        event = await stream.next("case-updated")
+        assert event.data["changes"] == {"customer_name": "Jane Roe"}
+        assert event.data["by"]["name"] == "Alice Johnson"
+        assert event.data["client_id"] == "alice-tab"
+        assert event.data["version"] == 2
+        assert int(event.id) == int(ready.id) + 1
+
+
+async def test_stream_headers_and_presence(
+    live: tuple[LiveServer, World], tabs: dict[str, Tab]
+) -> None:
     server, world = live
+    branch = world.branches["downtown"]
+    alice, bob = tabs["alice"], tabs["bob"]
+    async with alice.http.stream("GET", alice.events_path(branch)) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        assert "content-encoding" not in response.headers
+        async with reading(bob.http, bob.events_path(branch)) as stream:
+            ready = await stream.next("ready")
+            names = sorted(v["user"]["name"] for v in ready.data["presence"])
+            assert names == ["Alice Johnson", "Bob Smith"]
+    async with reading(bob.http, bob.events_path(branch)) as stream:
+        await stream.next("ready")
+        # Alice's stream is gone: the next presence event lists Bob alone.
+        snapshot = await bob.http.get(f"/api/branches/{branch}/cases")
+        assert [v["user"]["name"] for v in snapshot.json()["presence"]] == ["Bob Smith"]
+    assert server.process is not None
+
+
+async def test_lock_conflict_names_the_holder_and_events_flow(
+    live: tuple[LiveServer, World], tabs: dict[str, Tab]
+) -> None:
+    _server, world = live
+    branch, case = world.branches["downtown"], world.cases["phone"]
+    alice, bob = tabs["alice"], tabs["bob"]
+    async with reading(bob.http, bob.events_path(branch)) as stream:
+        await stream.next("ready")
+        taken = await alice.lock(case, "customer_name")
+        assert taken.status_code == 200
+        assert taken.json()["lock"]["token"]
+        acquired = await stream.next("lock-acquired")
+        assert acquired.data["lock"]["user"]["name"] == "Alice Johnson"
+        assert "token" not in acquired.data["lock"]
+
+        refused = await bob.lock(case, "customer_name")
+        assert refused.status_code == 423
+        body = refused.json()
+        assert body["error"] == "locked"
+        assert body["lock"]["user"]["name"] == "Alice Johnson"
+        assert "token" not in body["lock"]
+        assert (await bob.patch(case, {"customer_name": "Bob was here"})).status_code == 423
+
+        assert (await alice.unlock(case, "customer_name")).status_code == 204
+        released = await stream.next("lock-released")
+        assert released.data["reason"] == "released"
+        assert released.data["user"]["name"] == "Alice Johnson"
+        assert (await bob.lock(case, "customer_name")).status_code == 200
+
+
+async def test_lock_expiry_and_disconnect_release_publish_events(
+    live_factory: LiveFactory,
+) -> None:
+    server, world = live_factory(lock_ttl="1")
     branch, case = world.branches["downtown"], world.cases["phone"]
     async with (
-        httpx.AsyncClient(base_url=server.url) as alice,
-        httpx.AsyncClient(base_url=server.url) as bob,
+        httpx.AsyncClient(base_url=server.url) as a,
+        httpx.AsyncClient(base_url=server.url) as b,
     ):
-        alice_h = await login(alice, "alice@example.com")
-        await login(bob, "bob@example.com")
-        async with reading(bob, f"/api/branches/{branch}/events?client_id=bobtab") as stream:
-            ready = await stream.next("ready")
-            assert ready.data["client_id"] == "bobtab"
-            response = await alice.patch(
-                f"/api/cases/{case}",
-                json={"changes": {"customer_name": "Jane Roe"}},
-                headers={**alice_h, "X-Client-Id": "alicetab"},
-            )
-            assert response.status_code == 200
-            event = await stream.next("case-updated")
-            assert event.data["changes"] == {"customer_name": "Jane Roe"}
-            assert event.data["by"]["name"] == "Alice Johnson"
-            assert event.data["client_id"] == "alicetab"
-            assert int(event.id) == int(ready.id) + 1
+        alice = Tab(a, await login(a, "alice@example.com"), "alice-tab")
+        bob = Tab(b, await login(b, "bob@example.com"), "bob-tab")
+        async with reading(bob.http, bob.events_path(branch)) as watcher:
+            await watcher.next("ready")
+            # Expiry: nobody renews, the release goes out within a second of it.
+            lock = (await alice.lock(case, "notes")).json()["lock"]
+            await watcher.next("lock-acquired")
+            released = await watcher.next("lock-released", timeout=5)
+            assert released.data["reason"] == "expired"
+            late = time.time() - _epoch(lock["expires_at"])
+            assert late < 1.5
+
+            # Disconnect: the owner's only stream closes, the grace passes.
+            async with reading(alice.http, alice.events_path(branch)) as own:
+                await own.next("ready")
+                assert (await alice.lock(case, "issue")).status_code == 200
+                await watcher.next("lock-acquired")
+            released = await watcher.next("lock-released", timeout=5)
+            assert released.data["reason"] == "disconnected"
+            assert released.data["field"] == "issue"
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+async def test_resume_replays_exactly_the_missed_events(
+    live: tuple[LiveServer, World], tabs: dict[str, Tab]
+) -> None:
+    _server, world = live
+    branch, case = world.branches["downtown"], world.cases["phone"]
+    alice, bob = tabs["alice"], tabs["bob"]
+    async with reading(bob.http, bob.events_path(branch)) as stream:
+        last = (await stream.next("ready")).id
+    for n in range(3):
+        assert (await alice.patch(case, {"notes": f"note {n}"})).status_code == 200
+    async with reading(bob.http, bob.events_path(branch, last)) as stream:
+        replayed = [await stream.next("case-updated") for _ in range(3)]
+        ready = await stream.next("ready")
+        assert [e.data["changes"]["notes"] for e in replayed] == ["note 0", "note 1", "note 2"]
+        assert [int(e.id) for e in replayed] == [int(last) + 1, int(last) + 2, int(last) + 3]
+        assert ready.id == replayed[-1].id
+        assert (await alice.patch(case, {"notes": "live"})).status_code == 200
+        live_event = await stream.next("case-updated")
+        assert int(live_event.id) == int(ready.id) + 1
+        assert [e for e in await stream.drain() if e.event.startswith("case-")] == []
+    # The browser's own reconnect sends Last-Event-ID; it wins over the query.
+    headers = {"Last-Event-ID": replayed[1].id}
+    async with reading(bob.http, bob.events_path(branch, "0"), headers) as stream:
+        first = await stream.next("case-updated")
+        assert first.id == replayed[2].id
+
+
+async def test_resume_beyond_the_window_gets_sync_required(live_factory: LiveFactory) -> None:
+    server, world = live_factory(replay_window="3")
+    branch, case = world.branches["downtown"], world.cases["phone"]
+    async with httpx.AsyncClient(base_url=server.url) as a:
+        alice = Tab(a, await login(a, "alice@example.com"), "alice-tab")
+        async with reading(alice.http, alice.events_path(branch)) as stream:
+            last = (await stream.next("ready")).id
+        for n in range(5):
+            assert (await alice.patch(case, {"notes": f"n{n}"})).status_code == 200
+        for resume in (last, "not-a-number", "999999"):
+            async with reading(alice.http, alice.events_path(branch, resume)) as stream:
+                assert (await stream.next("sync-required", "case-updated")).event == "sync-required"
+                ready = await stream.next("ready")
+                assert int(ready.id) == int(last) + 5
+
+
+async def test_late_writer_is_refused_and_the_newer_value_kept(live_factory: LiveFactory) -> None:
+    server, world = live_factory(lock_ttl="1")
+    case = world.cases["phone"]
+    async with (
+        httpx.AsyncClient(base_url=server.url) as a,
+        httpx.AsyncClient(base_url=server.url) as b,
+    ):
+        alice = Tab(a, await login(a, "alice@example.com"), "alice-tab")
+        bob = Tab(b, await login(b, "bob@example.com"), "bob-tab")
+        original = (await a.get(f"/api/cases/{case}")).json()["customer_name"]
+        token_a = (await alice.lock(case, "customer_name")).json()["lock"]["token"]
+        await asyncio.sleep(1.6)  # Alice's lock expires unrenewed
+        token_b = (await bob.lock(case, "customer_name")).json()["lock"]["token"]
+        assert token_b != token_a
+        saved = await bob.patch(
+            case,
+            {"customer_name": "Bob's value"},
+            expected={"customer_name": original},
+            lock_tokens={"customer_name": token_b},
+        )
+        assert saved.status_code == 200
+        late = {
+            "expected": {"customer_name": original},
+            "lock_tokens": {"customer_name": token_a},
+        }
+        refused = await alice.patch(case, {"customer_name": "Alice's stale value"}, **late)
+        assert refused.status_code == 423
+        assert (await bob.unlock(case, "customer_name")).status_code == 204
+        refused = await alice.patch(case, {"customer_name": "Alice's stale value"}, **late)
+        assert refused.status_code == 409
+        assert refused.json()["error"] == "lock_lost"
+        no_token = await alice.patch(
+            case, {"customer_name": "Alice's stale value"}, expected={"customer_name": original}
+        )
+        assert no_token.status_code == 409
+        assert no_token.json()["error"] == "conflict"
+        assert no_token.json()["current"] == {"customer_name": "Bob's value"}
+        assert (await a.get(f"/api/cases/{case}")).json()["customer_name"] == "Bob's value"
+
+
+async def test_heartbeat_arrives_with_the_head_id(
+    live: tuple[LiveServer, World], tabs: dict[str, Tab]
+) -> None:
+    _server, world = live
+    bob = tabs["bob"]
+    async with reading(bob.http, bob.events_path(world.branches["downtown"])) as stream:
+        ready = await stream.next("ready")
+        beat = await stream.next("heartbeat", timeout=3, skip=("presence",))
+        assert beat.data["last_event_id"] == ready.id
+
+
+async def test_revoked_session_stream_closes_within_a_heartbeat(
+    live: tuple[LiveServer, World], tabs: dict[str, Tab]
+) -> None:
+    _server, world = live
+    bob = tabs["bob"]
+    async with reading(bob.http, bob.events_path(world.branches["downtown"])) as stream:
+        await stream.next("ready")
+        logout = await bob.http.post("/api/auth/logout", headers=bob.headers)
+        assert logout.status_code == 204
+        started = time.monotonic()
+        await asyncio.wait_for(stream.closed.wait(), 3)
+        assert time.monotonic() - started < 2.5
+
+
+async def test_shutdown_says_goodbye_and_exits_promptly(
+    live: tuple[LiveServer, World], tabs: dict[str, Tab]
+) -> None:
+    server, world = live
+    bob = tabs["bob"]
+    async with reading(bob.http, bob.events_path(world.branches["downtown"])) as stream:
+        await stream.next("ready")
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        goodbye = await stream.next("goodbye", timeout=5)
+        assert goodbye.data["reason"] == "shutdown"
+        assert 0 < goodbye.data["retry_ms"] <= 30000
+        # uvicorn re-raises the signal it caught once it has shut down cleanly.
+        assert server.wait(timeout=8) in (0, -signal.SIGTERM)
+        assert time.monotonic() - started < 6

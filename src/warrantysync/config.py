@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     rate_limit_locks: str = "30/second"
     rate_limit_login: str = "5/15minutes;50/15minutes"
     shutdown_grace: float = Field(10, ge=0)
+    stream_buffer: int = Field(512, gt=0)
+    send_timeout: float = Field(10, gt=0)
     log_format: Literal["text", "json"] = "text"
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")

@@ -12,8 +12,6 @@ from ..deps import CurrentUser, ServicesDep
 from ..sse import EventStreamResponse
 
 router = APIRouter(prefix="/api")
-# A write that cannot reach the client's socket for this long ends the stream.
-SEND_TIMEOUT = 10.0
 
 
 def _client_id(raw: str | None) -> str:
@@ -55,6 +53,7 @@ async def events(
             heartbeat_ms=int(settings.heartbeat_interval * 1000),
             lock_ttl_ms=int(settings.lock_ttl * 1000),
             replay_window=settings.replay_window,
+            max_frames=settings.stream_buffer,
         ),
         principal=principal,
         branch_id=branch_id,
@@ -62,4 +61,4 @@ async def events(
         resume=request.headers.get("last-event-id") or last_event_id,
     )
     await stream.open()
-    return EventStreamResponse(stream, send_timeout=SEND_TIMEOUT)
+    return EventStreamResponse(stream, send_timeout=settings.send_timeout)

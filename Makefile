@@ -1,0 +1,55 @@
+# warrantysync: `make run` starts the demo server, `make test` runs everything CI runs.
+#
+# Everything Python lives in $(VENV). Stamp files under $(VENV) record what pip
+# installed, so pip runs again only when pyproject.toml changes or the venv is new.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+INSTALLED := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
+
+.PHONY: run test check lint-fix clean
+
+## run: install, migrate, load demo data (only into an empty database), serve
+run: $(INSTALLED)
+	$(BIN)/warrantysync db upgrade
+	$(BIN)/warrantysync demo
+	$(BIN)/warrantysync serve --host $(HOST) --port $(PORT)
+
+## test: everything CI runs; as root also apt-installs the servers the tests start
+test: check
+	bash scripts/install-test-system-deps.sh
+	node --test tests/js/
+	$(BIN)/pytest
+
+## check: lint, format check and type check only
+check: $(INSTALLED_TEST)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## lint-fix: format and apply safe lint fixes
+lint-fix: $(INSTALLED_TEST)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## clean: remove build output and tool caches (keeps $(VENV) and any database)
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -e .
+	touch $@
+
+# The test extra includes the package itself, so it satisfies $(INSTALLED) too.
+$(INSTALLED_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test]'
+	touch $(INSTALLED) $@
