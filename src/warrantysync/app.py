@@ -82,6 +82,7 @@ async def build_services(settings: Settings) -> Services:
             writes=settings.rate_limit_writes,
             locks=settings.rate_limit_locks,
             login=settings.rate_limit_login,
+            metrics=metrics,
         ),
     )
 
@@ -123,6 +124,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(services.locks.run(stop), name="lock-expiry"),
+            # Presence upkeep (issue 5): with Redis, renews this node's lease and
+            # takes over the streams of nodes whose lease lapsed; idle in memory.
+            asyncio.create_task(services.presence.run(stop), name="presence-upkeep"),
             asyncio.create_task(
                 _every(
                     settings.heartbeat_interval,

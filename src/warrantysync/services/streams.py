@@ -71,15 +71,21 @@ class Stream:
         )
         self._opened = False
 
-    async def open(self) -> None:
-        await self.broker.subscribe(self.subscriber)
-        self._opened = True
+    async def open(self, *, max_streams: int | None = None) -> None:
+        """Count the stream (refused at the user's cap), then subscribe."""
         await self.presence.join(
             branch_id=self.branch_id,
             user_id=self.principal.user_id,
             name=self.principal.name,
             client_id=self.client_id,
+            max_streams=max_streams,
         )
+        self._opened = True
+        try:
+            await self.broker.subscribe(self.subscriber)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if not self._opened:

@@ -10,6 +10,7 @@ from ...errors import TooManyStreams, Unavailable, ValidationFailed
 from ...services.streams import Stream, StreamConfig
 from ..deps import CurrentUser, ServicesDep
 from ..sse import EventStreamResponse
+from .cases import CLIENT_ID_CHARS
 
 router = APIRouter(prefix="/api")
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/api")
 def _client_id(raw: str | None) -> str:
     if raw is None or raw == "":
         return secrets.token_urlsafe(12)
-    if len(raw) > 64 or not all(c.isalnum() or c in "-_" for c in raw):
+    if len(raw) > 64 or not all(c in CLIENT_ID_CHARS for c in raw):
         raise ValidationFailed(
             "client_id: must be 1..64 letters, digits, '-' or '_'",
             field="client_id",
@@ -39,12 +40,6 @@ async def events(
     if services.broker.shutting_down:
         raise Unavailable("the server is restarting", retry_after=1)
     settings = services.settings
-    if await services.presence.streams_of_user(principal.user_id) >= settings.max_streams_per_user:
-        services.metrics.rate_limited.labels(scope="streams").inc()
-        raise TooManyStreams(
-            f"at most {settings.max_streams_per_user} open streams per user",
-            retry_after=int(settings.heartbeat_interval),
-        )
     stream = Stream(
         broker=services.broker,
         locks=services.locks,
@@ -60,5 +55,9 @@ async def events(
         client_id=_client_id(client_id),
         resume=request.headers.get("last-event-id") or last_event_id,
     )
-    await stream.open()
+    try:
+        await stream.open(max_streams=settings.max_streams_per_user)
+    except TooManyStreams:
+        services.metrics.rate_limited.labels(scope="streams").inc()
+        raise
     return EventStreamResponse(stream, send_timeout=settings.send_timeout)

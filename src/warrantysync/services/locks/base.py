@@ -1,0 +1,144 @@
+"""The lock backend contract.
+
+A backend stores at most one lock per ``(case_id, field)``. Every method is
+one atomic step (a dict update here, one Lua script in Redis), so the front
+class in ``__init__.py`` never reads a lock, decides, and writes it back:
+whatever it needs decided under the lock is decided by the backend.
+
+Time is passed in (``now``, epoch seconds) rather than read by the backend,
+so one clock rules a deployment's policy and tests can drive it. A lock
+whose ``expires_at <= now`` is *expired*: ``get`` and ``for_branch`` no
+longer show it, ``acquire`` may displace it, and until then it waits for
+``claim_expired`` to hand it out, exactly once, for its release event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who holds a lock: a user in one tab (``client_id``)."""
+
+    user_id: int
+    name: str
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    case_id: int
+    branch_id: int
+    field: str
+    owner: Owner
+    token: str
+    expires_at: float
+
+    def public(self) -> dict[str, Any]:
+        """Lock JSON for events, snapshots and 423 bodies: never the token."""
+        return {
+            "case_id": self.case_id,
+            "field": self.field,
+            "user": {"id": self.owner.user_id, "name": self.owner.name},
+            "client_id": self.owner.client_id,
+            "expires_at": iso_utc(self.expires_at),
+        }
+
+    def owned_by(self, user_id: int, client_id: str | None) -> bool:
+        """True for the same user in the same tab; a request without a client id owns nothing."""
+        return (
+            client_id is not None
+            and self.owner.user_id == user_id
+            and self.owner.client_id == client_id
+        )
+
+    def is_live(self, now: float) -> bool:
+        return self.expires_at > now
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """The outcome of ``LockBackend.acquire``.
+
+    ``granted`` False: ``lock`` is the other owner's live lock. Granted:
+    ``lock`` is the caller's lock, keeping its old token when it was a
+    renewal of a live lock. ``displaced`` is an expired lock of anyone
+    (the caller included) that this call removed to make room: it was not
+    claimed by ``claim_expired`` and so still needs its release announced.
+    """
+
+    lock: Lock
+    granted: bool
+    displaced: Lock | None = None
+
+
+class LockBackend(Protocol):
+    async def acquire(
+        self,
+        *,
+        case_id: int,
+        branch_id: int,
+        field: str,
+        owner: Owner,
+        token: str,
+        ttl: float,
+        now: float,
+    ) -> Acquired:
+        """Take, or renew, the lock on ``(case_id, field)`` atomically.
+
+        Free, expired, or held live by the same owner (user_id and
+        client_id): the lock now expires at ``now + ttl``; a live renewal
+        keeps its token, anything else gets ``token``. Held live by another
+        owner: nothing changes and their lock comes back ungranted.
+        """
+        ...
+
+    async def release(
+        self,
+        *,
+        case_id: int,
+        field: str,
+        user_id: int | None,
+        client_id: str | None,
+        token: str | None = None,
+    ) -> Lock | None:
+        """Compare-and-delete: remove the lock if it belongs to the owner (and has ``token``
+        when given). ``user_id`` and ``client_id`` both None: remove it whoever holds it.
+        Expired locks count as present here. Returns the removed lock, or None."""
+        ...
+
+    async def get(self, *, case_id: int, field: str, now: float) -> Lock | None:
+        """The live lock on the field, or None."""
+        ...
+
+    async def get_many(self, *, case_id: int, fields: Sequence[str], now: float) -> dict[str, Lock]:
+        """The live locks among ``fields`` of one case, in one read."""
+        ...
+
+    async def for_branch(self, *, branch_id: int, now: float) -> list[Lock]:
+        """Every live lock on the branch's cases."""
+        ...
+
+    async def claim_expired(self, *, now: float) -> list[Lock]:
+        """Remove and return the locks with ``expires_at <= now``.
+
+        Each expired lock is returned by exactly one call, however many
+        processes sweep at once (or by the ``acquire`` that displaced it).
+        """
+        ...
+
+    async def release_owner(self, *, branch_id: int, user_id: int, client_id: str) -> list[Lock]:
+        """Remove and return every lock (live or expired) of the owner on the branch."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def iso_utc(epoch: float) -> str:
+    """``2024-05-01T12:00:00.250Z``: milliseconds, UTC, with ``Z``."""
+    moment = dt.datetime.fromtimestamp(epoch, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

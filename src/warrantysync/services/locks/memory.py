@@ -1,0 +1,124 @@
+"""In-process locks: one process, no services to install.
+
+Atomicity comes from the event loop: no method awaits between reading and
+writing, so each runs as one uninterrupted step. Expiry is a heap of
+``(expires_at, token, key)`` with lazy deletion: a renewal or release leaves
+the old entry behind, and ``claim_expired`` skips entries that no longer
+match the stored lock, so every operation stays O(log n).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections.abc import Sequence
+
+from .base import Acquired, Lock, Owner
+
+_Key = tuple[int, str]
+
+
+class MemoryLockBackend:
+    def __init__(self) -> None:
+        self._locks: dict[_Key, Lock] = {}
+        self._by_branch: dict[int, set[_Key]] = {}
+        self._expiry: list[tuple[float, str, _Key]] = []
+
+    async def acquire(
+        self,
+        *,
+        case_id: int,
+        branch_id: int,
+        field: str,
+        owner: Owner,
+        token: str,
+        ttl: float,
+        now: float,
+    ) -> Acquired:
+        key = (case_id, field)
+        current = self._locks.get(key)
+        displaced: Lock | None = None
+        if current is not None and current.is_live(now):
+            if current.owner.user_id != owner.user_id or current.owner.client_id != owner.client_id:
+                return Acquired(current, granted=False)
+            # A renewal keeps the token; the name may have changed since.
+            lock = dataclasses.replace(current, owner=owner, expires_at=now + ttl)
+        else:
+            displaced = current
+            if displaced is not None:
+                self._remove(displaced)
+            lock = Lock(case_id, branch_id, field, owner, token, now + ttl)
+        self._locks[key] = lock
+        self._by_branch.setdefault(lock.branch_id, set()).add(key)
+        heapq.heappush(self._expiry, (lock.expires_at, lock.token, key))
+        return Acquired(lock, granted=True, displaced=displaced)
+
+    async def release(
+        self,
+        *,
+        case_id: int,
+        field: str,
+        user_id: int | None,
+        client_id: str | None,
+        token: str | None = None,
+    ) -> Lock | None:
+        current = self._locks.get((case_id, field))
+        if current is None:
+            return None
+        forced = user_id is None and client_id is None
+        if not forced and (current.owner.user_id, current.owner.client_id) != (user_id, client_id):
+            return None
+        if token is not None and current.token != token:
+            return None
+        self._remove(current)
+        return current
+
+    async def get(self, *, case_id: int, field: str, now: float) -> Lock | None:
+        lock = self._locks.get((case_id, field))
+        return lock if lock is not None and lock.is_live(now) else None
+
+    async def get_many(self, *, case_id: int, fields: Sequence[str], now: float) -> dict[str, Lock]:
+        found: dict[str, Lock] = {}
+        for field in fields:
+            lock = self._locks.get((case_id, field))
+            if lock is not None and lock.is_live(now):
+                found[field] = lock
+        return found
+
+    async def for_branch(self, *, branch_id: int, now: float) -> list[Lock]:
+        keys = self._by_branch.get(branch_id, ())
+        return [lock for key in keys if (lock := self._locks[key]).is_live(now)]
+
+    async def claim_expired(self, *, now: float) -> list[Lock]:
+        claimed: list[Lock] = []
+        while self._expiry and self._expiry[0][0] <= now:
+            expires_at, token, key = heapq.heappop(self._expiry)
+            lock = self._locks.get(key)
+            if lock is not None and lock.token == token and lock.expires_at == expires_at:
+                self._remove(lock)
+                claimed.append(lock)
+        return claimed
+
+    async def release_owner(self, *, branch_id: int, user_id: int, client_id: str) -> list[Lock]:
+        owned = [
+            lock
+            for key in self._by_branch.get(branch_id, ())
+            if (lock := self._locks[key]).owner.user_id == user_id
+            and lock.owner.client_id == client_id
+        ]
+        for lock in owned:
+            self._remove(lock)
+        return owned
+
+    async def close(self) -> None:
+        self._locks.clear()
+        self._by_branch.clear()
+        self._expiry.clear()
+
+    def _remove(self, lock: Lock) -> None:
+        key = (lock.case_id, lock.field)
+        del self._locks[key]
+        keys = self._by_branch[lock.branch_id]
+        keys.discard(key)
+        if not keys:
+            del self._by_branch[lock.branch_id]

@@ -1,0 +1,284 @@
+"""Field locks in Redis, shared by every process of a deployment.
+
+Each method is one Lua script (or one pipelined read), so it is one atomic
+step however many processes call at once. Keys, under ``<prefix>:locks:``:
+
+* ``lock:<case>:<field>`` — a hash ``branch user name client token exp``;
+  ``exp`` is the deadline (epoch seconds, written by Python's ``repr`` so it
+  reads back exactly). The key also has a Redis TTL well past the deadline,
+  only as a safety net: the release event comes from the deadline set.
+* ``deadlines`` — a sorted set ``<case>:<field>`` → ``exp``. ``claim_expired``
+  takes what is due and deletes it inside one script, so each expiry is
+  handed to exactly one caller across the cluster.
+* ``branch:<id>`` — the ``<case>:<field>`` members locked on a branch, for
+  snapshots and ``release_owner``.
+
+Time comes from the caller (``now``), as in every lock backend: one clock
+(the front's) rules the policy. Tokens come from the front too; they are
+random, so a Redis that lost its data never hands out an old one again.
+
+When Redis cannot be reached every method raises ``errors.Unavailable``.
+The scripts build key names from the prefix, so they need a single Redis
+(with replicas or Sentinel), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..redisconn import KEY_PREFIX, connect, unavailable
+from .base import Acquired, Lock, Owner
+
+__all__ = ["RedisLockBackend"]
+
+# Redis keeps a lock's key this much longer than its deadline, so a missed
+# sweep (Redis down for a while) still finds it and announces its expiry.
+_KEY_GRACE_MS = 300_000
+_CLAIM_BATCH = 500
+
+# A lock travels out of Lua as a flat list of strings (Lua numbers would be
+# truncated to integers): case, field, branch, user, name, client, token, exp.
+_LUA_HELPERS = """
+local prefix = ARGV[1]
+local function lock_key(member) return prefix .. 'lock:' .. member end
+local function load(member)
+  local h = redis.call('HMGET', lock_key(member),
+    'branch', 'user', 'name', 'client', 'token', 'exp')
+  if not h[1] then return nil end
+  return h
+end
+local function flat(member, h)
+  local case, field = string.match(member, '^(%d+):(.*)$')
+  return {case, field, h[1], h[2], h[3], h[4], h[5], h[6]}
+end
+local function remove(member, h)
+  redis.call('DEL', lock_key(member))
+  redis.call('ZREM', prefix .. 'deadlines', member)
+  local set = prefix .. 'branch:' .. h[1]
+  redis.call('SREM', set, member)
+end
+"""
+
+# ARGV: prefix member branch user name client token exp now key_ttl_ms
+_ACQUIRE = (
+    _LUA_HELPERS
+    + """
+local member, branch, user, name, client, token, exp, now, ttl_ms =
+  ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
+local cur = load(member)
+local displaced = {}
+if cur and tonumber(cur[6]) > now then
+  if cur[2] ~= user or cur[4] ~= client then
+    return {'0', flat(member, cur), displaced}
+  end
+  token = cur[5]  -- a live renewal keeps its token
+  branch = cur[1]
+elseif cur then
+  displaced = flat(member, cur)
+  remove(member, cur)
+end
+local key = lock_key(member)
+redis.call('HSET', key, 'branch', branch, 'user', user, 'name', name, 'client', client,
+  'token', token, 'exp', exp)
+redis.call('PEXPIRE', key, ttl_ms)
+redis.call('ZADD', prefix .. 'deadlines', exp, member)
+redis.call('SADD', prefix .. 'branch:' .. branch, member)
+return {'1', {string.match(member, '^(%d+):'), string.match(member, '^%d+:(.*)$'),
+  branch, user, name, client, token, exp}, displaced}
+"""
+)
+
+# ARGV: prefix member user client token ('' = any)
+_RELEASE = (
+    _LUA_HELPERS
+    + """
+local member, user, client, token = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local cur = load(member)
+if not cur then return {} end
+local forced = user == '' and client == ''
+if not forced and (cur[2] ~= user or cur[4] ~= client) then return {} end
+if token ~= '' and cur[5] ~= token then return {} end
+remove(member, cur)
+return flat(member, cur)
+"""
+)
+
+# ARGV: prefix branch
+_FOR_BRANCH = (
+    _LUA_HELPERS
+    + """
+local set = prefix .. 'branch:' .. ARGV[2]
+local out = {}
+for _, member in ipairs(redis.call('SMEMBERS', set)) do
+  local h = load(member)
+  if h then table.insert(out, flat(member, h)) else redis.call('SREM', set, member) end
+end
+return out
+"""
+)
+
+# ARGV: prefix now batch
+_CLAIM_EXPIRED = (
+    _LUA_HELPERS
+    + """
+local deadlines = prefix .. 'deadlines'
+local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local now = tonumber(ARGV[2])
+local out = {}
+for _, member in ipairs(due) do
+  local h = load(member)
+  if not h then
+    redis.call('ZREM', deadlines, member)
+  elseif tonumber(h[6]) <= now then
+    remove(member, h)
+    table.insert(out, flat(member, h))
+  else
+    redis.call('ZADD', deadlines, h[6], member)  -- a stale score; the hash rules
+  end
+end
+return out
+"""
+)
+
+# ARGV: prefix branch user client
+_RELEASE_OWNER = (
+    _LUA_HELPERS
+    + """
+local set = prefix .. 'branch:' .. ARGV[2]
+local out = {}
+for _, member in ipairs(redis.call('SMEMBERS', set)) do
+  local h = load(member)
+  if not h then
+    redis.call('SREM', set, member)
+  elseif h[2] == ARGV[3] and h[4] == ARGV[4] then
+    remove(member, h)
+    table.insert(out, flat(member, h))
+  end
+end
+return out
+"""
+)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _lock(row: Sequence[Any]) -> Lock:
+    case, field, branch, user, name, client, token, exp = (_text(v) for v in row)
+    return Lock(
+        case_id=int(case),
+        branch_id=int(branch),
+        field=field,
+        owner=Owner(int(user), name, client),
+        token=token,
+        expires_at=float(exp),
+    )
+
+
+class RedisLockBackend:
+    def __init__(self, url: str, *, prefix: str = KEY_PREFIX) -> None:
+        self._prefix = f"{prefix}:locks:"
+        self._redis = connect(url)
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._release = self._redis.register_script(_RELEASE)
+        self._for_branch = self._redis.register_script(_FOR_BRANCH)
+        self._claim_expired = self._redis.register_script(_CLAIM_EXPIRED)
+        self._release_owner = self._redis.register_script(_RELEASE_OWNER)
+
+    async def acquire(
+        self,
+        *,
+        case_id: int,
+        branch_id: int,
+        field: str,
+        owner: Owner,
+        token: str,
+        ttl: float,
+        now: float,
+    ) -> Acquired:
+        expires_at = now + ttl
+        args: list[Any] = [
+            self._prefix,
+            f"{case_id}:{field}",
+            branch_id,
+            owner.user_id,
+            owner.name,
+            owner.client_id,
+            token,
+            repr(expires_at),
+            repr(now),
+            int(ttl * 1000) + _KEY_GRACE_MS,
+        ]
+        with unavailable("taking the lock"):
+            granted, lock, displaced = await self._acquire(args=args)
+        return Acquired(
+            _lock(lock),
+            granted=_text(granted) == "1",
+            displaced=_lock(displaced) if displaced else None,
+        )
+
+    async def release(
+        self,
+        *,
+        case_id: int,
+        field: str,
+        user_id: int | None,
+        client_id: str | None,
+        token: str | None = None,
+    ) -> Lock | None:
+        if (user_id is None) != (client_id is None):
+            # An owner is both; half an owner matches nobody (as in memory).
+            return None
+        args = [
+            self._prefix,
+            f"{case_id}:{field}",
+            "" if user_id is None else user_id,
+            client_id or "",
+            token or "",
+        ]
+        with unavailable("releasing the lock"):
+            row = await self._release(args=args)
+        return _lock(row) if row else None
+
+    async def get(self, *, case_id: int, field: str, now: float) -> Lock | None:
+        return (await self.get_many(case_id=case_id, fields=[field], now=now)).get(field)
+
+    async def get_many(self, *, case_id: int, fields: Sequence[str], now: float) -> dict[str, Lock]:
+        names = ("branch", "user", "name", "client", "token", "exp")
+        pipe = self._redis.pipeline(transaction=False)
+        for field in fields:
+            pipe.hmget(f"{self._prefix}lock:{case_id}:{field}", names)
+        with unavailable("checking locks"):
+            rows = await pipe.execute()
+        found: dict[str, Lock] = {}
+        for field, row in zip(fields, rows, strict=True):
+            if row[0] is None:
+                continue
+            lock = _lock([case_id, field, *row])
+            if lock.is_live(now):
+                found[field] = lock
+        return found
+
+    async def for_branch(self, *, branch_id: int, now: float) -> list[Lock]:
+        with unavailable("reading locks"):
+            rows = await self._for_branch(args=[self._prefix, branch_id])
+        return [lock for lock in map(_lock, rows) if lock.is_live(now)]
+
+    async def claim_expired(self, *, now: float) -> list[Lock]:
+        claimed: list[Lock] = []
+        while True:
+            with unavailable("sweeping expired locks"):
+                rows = await self._claim_expired(args=[self._prefix, repr(now), _CLAIM_BATCH])
+            claimed.extend(map(_lock, rows))
+            if len(rows) < _CLAIM_BATCH:
+                return claimed
+
+    async def release_owner(self, *, branch_id: int, user_id: int, client_id: str) -> list[Lock]:
+        with unavailable("releasing the client's locks"):
+            rows = await self._release_owner(args=[self._prefix, branch_id, user_id, client_id])
+        return [_lock(row) for row in rows]
+
+    async def close(self) -> None:
+        await self._redis.aclose()

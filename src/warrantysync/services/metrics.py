@@ -1,0 +1,77 @@
+"""Prometheus metrics, one private registry per app.
+
+No module-level collectors: tests build many apps in one process, and the
+global registry would refuse the second set of names. ``GET /metrics``
+answers ``render()`` with ``CONTENT_TYPE``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_SAVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.streams_open = Gauge(
+            "warrantysync_streams_open", "Event streams open on this process", registry=r
+        )
+        self.events_published = Counter(
+            "warrantysync_events_published",
+            "Events handed to subscribers, by event name",
+            ["kind"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "warrantysync_events_dropped",
+            "Events not delivered because a subscriber buffer was full",
+            registry=r,
+        )
+        self.slow_subscriber_disconnects = Counter(
+            "warrantysync_slow_subscriber_disconnects",
+            "Streams closed because they could not keep up",
+            registry=r,
+        )
+        self.locks_held = Gauge(
+            "warrantysync_locks_held",
+            "Field locks granted minus released by this process (sum over processes)",
+            registry=r,
+        )
+        self.lock_conflicts = Counter(
+            "warrantysync_lock_conflicts",
+            "Lock requests and writes refused because another owner holds the lock",
+            registry=r,
+        )
+        self.save_latency = Histogram(
+            "warrantysync_save_latency_seconds",
+            "Time to validate and commit a case change",
+            buckets=_SAVE_BUCKETS,
+            registry=r,
+        )
+        self.replays = Counter(
+            "warrantysync_replays",
+            "Stream resumes by where they were served from (memory, database, refused)",
+            ["source"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "warrantysync_rate_limited",
+            "Requests refused by a rate limit, by scope",
+            ["scope"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
