@@ -1,0 +1,65 @@
+"""Settings: every one documented, parsed as the contract says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from warrantysync import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+# DESIGN §6, the names outside clients and operators rely on.
+CONTRACT = {
+    "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_ORIGINS", "TRUSTED_PROXIES",
+    "SESSION_TTL", "LOCK_TTL", "LOCK_RENEW_MS", "DISCONNECT_GRACE", "HEARTBEAT_INTERVAL",
+    "REPLAY_WINDOW", "DEBOUNCE_MS", "SYNC_INTERVAL_MS", "RECONNECT_DELAYS_MS",
+    "MAX_STREAMS_PER_USER", "RATE_LIMIT_WRITES", "RATE_LIMIT_LOCKS", "RATE_LIMIT_LOGIN",
+    "SHUTDOWN_GRACE", "LOG_FORMAT",
+}  # fmt: skip
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        name for name in Settings.model_fields if f"`WARRANTYSYNC_{name.upper()}`" not in readme
+    ]
+    assert missing == []
+
+
+def test_the_contract_settings_exist() -> None:
+    assert {name.upper() for name in Settings.model_fields} >= CONTRACT
+
+
+def test_environment_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARRANTYSYNC_SECRET_KEY", "k")
+    monkeypatch.setenv("WARRANTYSYNC_RECONNECT_DELAYS_MS", "500, 1000,2000")
+    monkeypatch.setenv("WARRANTYSYNC_ALLOWED_ORIGINS", "https://a.example,https://b.example")
+    monkeypatch.setenv("WARRANTYSYNC_LOCK_TTL", "1.5")
+    settings = Settings()
+    assert settings.reconnect_delays_ms == [500, 1000, 2000]
+    assert settings.allowed_origins == ["https://a.example", "https://b.example"]
+    assert settings.lock_ttl == 1.5
+    assert settings.renew_ms == 500  # LOCK_TTL / 3 by default
+    assert settings.client_config()["LOCK_RENEW_MS"] == 500
+
+
+def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARRANTYSYNC_SECRET_KEY", "k")
+    for name, value in [("LOCK_TTL", "0"), ("REDIS_URL", "ftp://x"), ("LOG_FORMAT", "xml")]:
+        monkeypatch.setenv(f"WARRANTYSYNC_{name}", value)
+        with pytest.raises(ValidationError):
+            Settings()
+        monkeypatch.delenv(f"WARRANTYSYNC_{name}")
+
+
+def test_development_secret_is_generated_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("WARRANTYSYNC_SECRET_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    first = Settings().secret_key
+    assert len(first) > 40
+    assert Settings().secret_key == first
+    assert (tmp_path / ".warrantysync-secret").stat().st_mode & 0o077 == 0
