@@ -1,0 +1,175 @@
+"""Run the app under uvicorn, with a graceful goodbye to open streams.
+
+SSE responses never finish on their own, so uvicorn's graceful shutdown
+would sit out its whole timeout and then cut every stream. ``Server`` hooks
+the exit signal instead: it first calls ``warrantysync.app.begin_shutdown(app)``
+(every open stream sends ``goodbye`` with a jittered ``retry_ms`` and ends),
+then lets uvicorn stop as usual; uvicorn's ``timeout_graceful_shutdown`` is
+only the backstop.
+
+The hook must run in every process that serves requests. With one process
+that is the ``Server`` built here. With ``--workers N`` uvicorn's supervisor
+builds a ``uvicorn.Server`` in each worker, so we hand it a ``Process``
+subclass whose worker runs our ``Server``; with ``--reload`` the reloader runs
+our ``Server.run`` directly. A worker builds its own app from the environment
+(``warrantysync.app.app_from_env``): the supervisor pickles the server into a
+fresh interpreter, and an app object cannot travel that way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import math
+import socket
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import click
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import ChangeReload, multiprocess
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+# The FastAPI app; typed loosely because uvicorn's ASGI protocols and
+# Starlette's signatures do not line up for mypy.
+App = Any
+
+
+def _build_app_from_env() -> App:
+    from .app import app_from_env
+
+    return app_from_env()
+
+
+class Server(uvicorn.Server):
+    """``uvicorn.Server`` that tells the app to say goodbye before it stops."""
+
+    def __init__(self, config: uvicorn.Config, app: App | None = None) -> None:
+        super().__init__(config)
+        self.app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.app is None:
+            # A worker or reloader child: this interpreter builds its own app.
+            self.app = _build_app_from_env()
+            self.config.app = self.app
+            self.config.factory = False
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Only on the first signal; a second SIGINT means "stop now".
+        if not self.should_exit and self.app is not None and self._loop is not None:
+            # We are inside a signal handler, interrupting arbitrary code on
+            # the loop's thread: hand the work to the loop instead of doing it here.
+            self._loop.call_soon_threadsafe(_begin_shutdown, self.app)
+        super().handle_exit(sig, frame)
+
+
+def _begin_shutdown(app: App) -> None:
+    from .app import begin_shutdown
+
+    begin_shutdown(app)
+
+
+class WorkerProcess(multiprocess.Process):
+    """A worker of uvicorn's supervisor that serves with our ``Server``."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = Server(self.config)
+        return self._server
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def run(settings: Settings, host: str, port: int, workers: int = 1, reload: bool = False) -> None:
+    """Serve until a signal stops us. Refuses configurations that cannot work."""
+    if workers < 1:
+        raise click.ClickException("--workers must be at least 1")
+    if workers > 1 and settings.in_process:
+        raise click.ClickException(
+            f"--workers {workers} needs WARRANTYSYNC_REDIS_URL: without Redis every worker"
+            " would keep its own locks, presence and live events, so users on different"
+            " workers would not see each other. Set WARRANTYSYNC_REDIS_URL=redis://… or"
+            " run one worker."
+        )
+    if workers > 1 and reload:
+        raise click.ClickException("--reload runs a single worker; drop --workers")
+
+    if settings.redis_url is not None:
+        _check_redis(settings.redis_url)
+
+    supervised = workers > 1 or reload
+    # Children of a supervisor build their app themselves (see Server.serve).
+    app = None if supervised else _create_app(settings)
+    config = uvicorn.Config(
+        "warrantysync.app:app_from_env" if app is None else app,
+        factory=supervised,
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        # Watch the package, not whatever directory we were started from.
+        reload_dirs=[str(Path(__file__).parent)] if reload else None,
+        proxy_headers=True,
+        forwarded_allow_ips=",".join(settings.trusted_proxies),
+        loop="uvloop" if _has("uvloop") else "auto",
+        http="httptools" if _has("httptools") else "auto",
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
+        lifespan="on",
+    )
+    if reload:
+        server = Server(config)
+        ChangeReload(config, target=server.run, sockets=[config.bind_socket()]).run()
+    elif workers > 1:
+        _run_workers(config)
+    else:
+        server = Server(config, app=app)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        if not server.started:
+            raise SystemExit(STARTUP_FAILURE)
+
+
+def _check_redis(url: str) -> None:
+    """Fail with one clear line, not a lifespan traceback, when Redis is unreachable."""
+    from .services.redisconn import check_reachable
+
+    problem = asyncio.run(check_reachable(url))
+    if problem is not None:
+        raise click.ClickException(
+            f"{problem.rstrip('.')}. WARRANTYSYNC_REDIS_URL must point at a running Redis"
+            " (or unset it to run one process without Redis)."
+        )
+
+
+def _create_app(settings: Settings) -> App:
+    from .app import create_app
+
+    return create_app(settings)
+
+
+def _run_workers(config: uvicorn.Config) -> None:
+    sock = config.bind_socket()
+    # uvicorn's supervisor constructs workers through this module-level name;
+    # the workers it starts are unpickled in fresh interpreters, where
+    # WorkerProcess (importable from here) brings our Server along.
+    original = multiprocess.Process
+    multiprocess.Process = WorkerProcess  # type: ignore[misc]
+    try:
+        multiprocess.Multiprocess(config, sockets=[sock]).run()
+    finally:
+        multiprocess.Process = original  # type: ignore[misc]
+
+
+__all__ = ["Server", "WorkerProcess", "run"]
