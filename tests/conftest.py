@@ -127,8 +127,6 @@ async def login(http: httpx.AsyncClient, email: str, password: str = "pw-secret"
     return {"X-CSRF-Token": response.json()["csrf_token"]}
 
 
-# Older name, still imported by some modules (aliased there to avoid collection).
-test_settings = make_settings
 __all__ = ["login", "make_settings"]
 
 

@@ -36,6 +36,9 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a real password, only for timing")
 # Refreshing last_seen_at on every request would be a write per request.
 TOUCH_EVERY = dt.timedelta(seconds=60)
+# Ids are 32-bit INTEGER columns: a larger id from a URL names nothing (and
+# would make the database driver raise instead of finding no row).
+MAX_ID = 2**31 - 1
 
 
 def hash_password(password: str) -> str:
@@ -84,6 +87,8 @@ class Accounts:
     def __init__(self, db: Database, *, session_ttl: float) -> None:
         self.db = db
         self.session_ttl = dt.timedelta(seconds=session_ttl)
+        # Touch well within the idle lifetime, or a short TTL would expire active sessions.
+        self.touch_every = min(TOUCH_EVERY, self.session_ttl / 4)
 
     # -- login -----------------------------------------------------------------
 
@@ -136,7 +141,7 @@ class Accounts:
         if row is None:
             return None
         sess, user = row
-        if now - sess.last_seen_at > TOUCH_EVERY:
+        if now - sess.last_seen_at > self.touch_every:
             async with self.db.write() as session:
                 await session.execute(
                     update(Session).where(Session.id == sess.id).values(last_seen_at=now)
@@ -225,6 +230,8 @@ class Accounts:
             )
 
     async def branch_access(self, *, user_id: int, branch_id: int) -> tuple[Branch, Role]:
+        if not 0 < branch_id <= MAX_ID:
+            raise NotFound("no such branch")
         async with self.db.read() as session:
             row = (
                 await session.execute(
@@ -239,6 +246,8 @@ class Accounts:
 
     async def case_access(self, *, user_id: int, case_id: int) -> tuple[int, Role]:
         """The case's branch and the caller's role there; 404 when not visible."""
+        if not 0 < case_id <= MAX_ID:
+            raise NotFound("no such case")
         async with self.db.read() as session:
             row = (
                 await session.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -24,7 +25,7 @@ def set_session_cookie(response: Response, request: Request, token: str, max_age
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(max_age),
+        max_age=max(1, math.ceil(max_age)),  # a fractional TTL must not give Max-Age=0
         httponly=True,
         samesite="lax",
         secure=request.url.scheme == "https",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import string
 import time
 from typing import Any
 
@@ -21,13 +22,15 @@ from ..errors import body_of, json_response, status_of
 
 router = APIRouter(prefix="/api")
 PATCH_KEYS = frozenset({"changes", "expected", "lock_tokens"})
+# [A-Za-z0-9_-] exactly: str.isalnum() would also let "é" or "²" through.
+CLIENT_ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
 
 
 def client_id_of(request: Request) -> str | None:
     value = request.headers.get("x-client-id")
     if value is None:
         return None
-    if not 1 <= len(value) <= 64 or not all(c.isalnum() or c in "-_" for c in value):
+    if not 1 <= len(value) <= 64 or not all(c in CLIENT_ID_CHARS for c in value):
         raise ValidationFailed(
             "X-Client-Id: must be 1..64 letters, digits, '-' or '_'",
             field="X-Client-Id",
@@ -204,7 +207,7 @@ async def history(
     principal: CurrentUser,
     services: ServicesDep,
     limit: int = Query(500, ge=1, le=500),
-    before: int | None = Query(None, ge=1),
+    before: int | None = Query(None, ge=1, le=2**63 - 1),
 ) -> Response:
     await services.accounts.case_access(user_id=principal.user_id, case_id=case_id)
     rows = await services.cases.history(case_id=case_id, limit=limit, before=before)
