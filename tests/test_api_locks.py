@@ -243,7 +243,7 @@ async def test_lock_on_a_deleted_case_is_404(as_user: As, world: World) -> None:
 async def test_lock_expires_without_renewal(db_url: str, world: World) -> None:
     import asyncio
 
-    from conftest import test_settings as make_settings
+    from conftest import make_settings
     from warrantysync import create_app
 
     app = create_app(make_settings(db_url, lock_ttl=0.5))

@@ -231,7 +231,7 @@ async def test_branch_page_has_app_and_config(
 
 
 async def test_branch_page_config_follows_settings(db_url: str, world: World) -> None:
-    from conftest import test_settings as make_settings
+    from conftest import make_settings
     from warrantysync import create_app
 
     app = create_app(

@@ -26,7 +26,7 @@ from .services.ratelimit import RateLimits
 from .storage.db import Database
 from .web import errors as web_errors
 from .web.routes import auth, cases, events, health, locks, pages
-from .web.security import SecurityHeaders
+from .web.security import EdgeHeaders
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
@@ -167,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (auth, cases, locks, events, health, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(EdgeHeaders, session_ttl=settings.session_ttl)
     return app
 
 

@@ -70,6 +70,9 @@ class Principal:
     session_id: int | None = None
     csrf_token: str | None = None
     token_id: int | None = None
+    # True when this request slid the session's idle expiry forward, so the
+    # cookie's Max-Age should slide with it.
+    refreshed: bool = False
 
     @property
     def uses_cookie(self) -> bool:
@@ -141,13 +144,19 @@ class Accounts:
         if row is None:
             return None
         sess, user = row
-        if now - sess.last_seen_at > self.touch_every:
+        refreshed = now - sess.last_seen_at > self.touch_every
+        if refreshed:
             async with self.db.write() as session:
                 await session.execute(
                     update(Session).where(Session.id == sess.id).values(last_seen_at=now)
                 )
         return Principal(
-            user.id, user.name, user.email, session_id=sess.id, csrf_token=sess.csrf_token
+            user.id,
+            user.name,
+            user.email,
+            session_id=sess.id,
+            csrf_token=sess.csrf_token,
+            refreshed=refreshed,
         )
 
     async def from_bearer(self, token: str) -> Principal | None:

@@ -39,6 +39,8 @@ async def optional_principal(request: Request, services: ServicesDep) -> Princip
         principal = await services.accounts.from_bearer(auth[7:].strip())
     elif token := request.cookies.get(SESSION_COOKIE):
         principal = await services.accounts.from_cookie(token)
+        if principal is not None and principal.refreshed:
+            request.state.refresh_session_cookie = token  # see web/security.py
     request.state.principal = principal
     return principal
 

@@ -1,12 +1,18 @@
-"""Security headers on every response, as a pure ASGI middleware.
+"""Security headers and the sliding session cookie, as one pure ASGI middleware.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so the event stream is never buffered
-or wrapped in an extra task.
+or wrapped in an extra task: the only cost per stream is one header merge
+when the response starts.
 """
 
 from __future__ import annotations
 
+import math
+from http.cookies import SimpleCookie
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .deps import SESSION_COOKIE
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -22,9 +28,25 @@ SECURITY_HEADERS = [
 ]
 
 
-class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
+def session_cookie_header(token: str, *, max_age: float, secure: bool) -> tuple[bytes, bytes]:
+    cookie: SimpleCookie = SimpleCookie()
+    cookie[SESSION_COOKIE] = token
+    morsel = cookie[SESSION_COOKIE]
+    morsel["max-age"] = max(1, math.ceil(max_age))  # a fractional TTL must not give 0
+    morsel["path"] = "/"
+    morsel["httponly"] = True
+    morsel["samesite"] = "lax"
+    if secure:
+        morsel["secure"] = True
+    return b"set-cookie", morsel.OutputString().encode("latin-1")
+
+
+class EdgeHeaders:
+    """Adds the security headers; re-sets the session cookie when the session slid."""
+
+    def __init__(self, app: ASGIApp, *, session_ttl: float) -> None:
         self.app = app
+        self.session_ttl = session_ttl
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,7 +55,14 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+                headers = list(message.get("headers", [])) + SECURITY_HEADERS
+                token = scope.get("state", {}).get("refresh_session_cookie")
+                if token and not any(k == b"set-cookie" for k, _v in headers):
+                    secure = scope.get("scheme") == "https"
+                    headers.append(
+                        session_cookie_header(token, max_age=self.session_ttl, secure=secure)
+                    )
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -12,6 +11,7 @@ from pydantic import BaseModel, Field
 from ...errors import InvalidCredentials, RateLimited
 from ..deps import SESSION_COOKIE, CurrentUser, ServicesDep, Writer, check_origin, client_ip
 from ..errors import json_response
+from ..security import session_cookie_header
 
 router = APIRouter(prefix="/api")
 
@@ -19,18 +19,6 @@ router = APIRouter(prefix="/api")
 class LoginBody(BaseModel):
     email: str = Field(max_length=254)
     password: str = Field(max_length=1024)
-
-
-def set_session_cookie(response: Response, request: Request, token: str, max_age: float) -> None:
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=max(1, math.ceil(max_age)),  # a fractional TTL must not give Max-Age=0
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
 
 
 @router.post("/auth/login")
@@ -55,7 +43,13 @@ async def login(body: LoginBody, request: Request, services: ServicesDep) -> Res
             "csrf_token": opened.csrf_token,
         },
     )
-    set_session_cookie(response, request, opened.token, services.settings.session_ttl)
+    response.raw_headers.append(
+        session_cookie_header(
+            opened.token,
+            max_age=services.settings.session_ttl,
+            secure=request.url.scheme == "https",
+        )
+    )
     return response
 
 

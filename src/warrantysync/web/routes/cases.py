@@ -56,6 +56,17 @@ def _object_member(body: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def etag_matches(header: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison: a list of tags, `W/` ignored, `*` matches."""
+    if not header:
+        return False
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
 @router.get("/branches/{branch_id}/cases")
 async def list_cases(
     branch_id: int, request: Request, principal: CurrentUser, services: ServicesDep
@@ -67,7 +78,7 @@ async def list_cases(
     extras = dumps([locks, presence])
     etag = '"' + hashlib.sha256(f"{branch_id}:{head}:".encode() + extras).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if request.headers.get("if-none-match") == etag:
+    if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     body = {"cases": cases, "locks": locks, "presence": presence, "last_event_id": str(head)}
     return json_response(200, body, headers)
@@ -118,6 +129,13 @@ async def patch_case(
         case = await _patch(
             case_id, request, raw, principal.user_id, principal.name, services, replay
         )
+    except IntegrityError:
+        # A concurrent twin with the same Idempotency-Key answered first
+        # (its record made our transaction fail): answer what it answered.
+        stored = None if replay is None else await idempotency.lookup(services.db, replay)
+        if stored is None:
+            raise
+        return json_response(stored.status_code, stored.body, {"Idempotent-Replayed": "true"})
     except WarrantySyncError as exc:
         status = status_of(exc)
         if replay is not None and 400 <= status < 500 and status != 429:
@@ -169,22 +187,14 @@ async def _patch(
                     retry_after=2,
                 ) from None
 
-    try:
-        return await services.cases.patch(
-            case_id=case_id,
-            changes=changes,
-            expected=expected,
-            actor=Actor(user_id, name, client_id),
-            before_write=check_locks,
-            idempotency=replay,
-        )
-    except IntegrityError:
-        # A concurrent twin with the same Idempotency-Key committed first.
-        assert replay is not None
-        stored = await idempotency.lookup(services.db, replay)
-        if stored is None:
-            raise
-        return dict(stored.body)
+    return await services.cases.patch(
+        case_id=case_id,
+        changes=changes,
+        expected=expected,
+        actor=Actor(user_id, name, client_id),
+        before_write=check_locks,
+        idempotency=replay,
+    )
 
 
 @router.delete("/cases/{case_id}", status_code=204)
