@@ -13,6 +13,8 @@ from warrantysync.services.accounts import Accounts
 from warrantysync.storage.db import Database
 from warrantysync.storage.models import ApiToken, Role, Session
 
+SECRET = "test-secret-key"
+
 
 @pytest.fixture
 async def db(db_url: str) -> AsyncIterator[Database]:
@@ -25,7 +27,7 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def accounts(db: Database) -> Accounts:
-    return Accounts(db, session_ttl=3600)
+    return Accounts(db, session_ttl=3600, secret_key=SECRET)
 
 
 async def test_create_user_normalises_email_and_can_log_in(
@@ -83,7 +85,7 @@ async def test_deactivate_revokes_sessions_and_tokens(db: Database, accounts: Ac
     other = await admin.create_user(db, email="finn@example.com", name="Finn", password="pass")
     session = await accounts.open_session(user)
     other_session = await accounts.open_session(other)
-    token = await admin.create_token(db, email="eve@example.com", name="script")
+    token = await admin.create_token(db, email="eve@example.com", name="script", secret_key=SECRET)
     assert await accounts.from_cookie(session.token) is not None
     assert await accounts.from_bearer(token) is not None
 
@@ -111,7 +113,7 @@ async def test_unknown_user_is_not_found(db: Database) -> None:
     with pytest.raises(NotFound, match=r"nobody@example\.com"):
         await admin.deactivate_user(db, email="nobody@example.com")
     with pytest.raises(NotFound, match=r"nobody@example\.com"):
-        await admin.create_token(db, email="nobody@example.com", name="x")
+        await admin.create_token(db, email="nobody@example.com", name="x", secret_key=SECRET)
 
 
 async def test_list_users_shows_memberships(db: Database) -> None:
@@ -185,8 +187,8 @@ async def test_members_refuse_bad_role_and_unknown_branch(db: Database) -> None:
 
 async def test_tokens_create_authenticate_revoke(db: Database, accounts: Accounts) -> None:
     user = await admin.create_user(db, email="ivy@example.com", name="Ivy", password="pass")
-    first = await admin.create_token(db, email="ivy@example.com", name="export")
-    second = await admin.create_token(db, email="ivy@example.com", name="import")
+    first = await admin.create_token(db, email="ivy@example.com", name="export", secret_key=SECRET)
+    second = await admin.create_token(db, email="ivy@example.com", name="import", secret_key=SECRET)
     assert first != second and len(first) >= 40
 
     principal = await accounts.from_bearer(first)
@@ -213,5 +215,5 @@ async def test_tokens_create_authenticate_revoke(db: Database, accounts: Account
 async def test_no_token_for_a_deactivated_user(db: Database) -> None:
     await admin.create_user(db, email="jo@example.com", name="Jo", password="pass", active=False)
     with pytest.raises(ValidationFailed) as caught:
-        await admin.create_token(db, email="jo@example.com", name="x")
+        await admin.create_token(db, email="jo@example.com", name="x", secret_key=SECRET)
     assert caught.value.extra == {"field": "email", "rule": "inactive"}

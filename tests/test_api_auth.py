@@ -21,6 +21,8 @@ GENERIC = {"error": "invalid_credentials", "message": "email or password is wron
 
 ClientFactory = Callable[[], httpx.AsyncClient]
 
+SECRET = "test-secret-key"  # make_settings() uses this key
+
 
 @pytest.fixture
 async def new_client(app_services: tuple[Any, Services]) -> AsyncIterator[ClientFactory]:
@@ -368,7 +370,12 @@ async def test_allowed_origins_setting(db_url: str, world: World) -> None:
 async def test_bearer_token_writes_without_csrf(
     client: httpx.AsyncClient, services: Services, world: World
 ) -> None:
-    token = await admin.create_token(services.db, email="alice@example.com", name="script")
+    token = await admin.create_token(
+        services.db,
+        email="alice@example.com",
+        name="script",
+        secret_key=services.settings.secret_key,
+    )
     auth = {"Authorization": f"Bearer {token}"}
     me = await client.get("/api/me", headers=auth)
     assert me.status_code == 200
@@ -400,7 +407,12 @@ async def test_bearer_token_writes_without_csrf(
 async def test_bearer_token_keeps_roles_and_membership(
     client: httpx.AsyncClient, services: Services, world: World
 ) -> None:
-    token = await admin.create_token(services.db, email="carol@example.com", name="viewer")
+    token = await admin.create_token(
+        services.db,
+        email="carol@example.com",
+        name="viewer",
+        secret_key=services.settings.secret_key,
+    )
     auth = {"Authorization": f"Bearer {token}"}
     response = await client.patch(
         f"/api/cases/{world.cases['phone']}", json={"changes": {"notes": "x"}}, headers=auth
@@ -413,7 +425,12 @@ async def test_bearer_token_keeps_roles_and_membership(
 async def test_revoked_unknown_and_deactivated_tokens_are_401(
     client: httpx.AsyncClient, services: Services, world: World
 ) -> None:
-    token = await admin.create_token(services.db, email="alice@example.com", name="script")
+    token = await admin.create_token(
+        services.db,
+        email="alice@example.com",
+        name="script",
+        secret_key=services.settings.secret_key,
+    )
     auth = {"Authorization": f"Bearer {token}"}
     assert (await client.get("/api/me", headers=auth)).status_code == 200
     [listed] = await admin.list_tokens(services.db, email="alice@example.com")
@@ -430,7 +447,9 @@ async def test_revoked_unknown_and_deactivated_tokens_are_401(
             headers=headers,
         )
         assert_error(response, 401, "not_authenticated")
-    bob_token = await admin.create_token(services.db, email="bob@example.com", name="bob")
+    bob_token = await admin.create_token(
+        services.db, email="bob@example.com", name="bob", secret_key=SECRET
+    )
     await admin.deactivate_user(services.db, email="bob@example.com")
     response = await client.get("/api/me", headers={"Authorization": f"Bearer {bob_token}"})
     assert_error(response, 401, "not_authenticated")

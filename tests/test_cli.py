@@ -15,6 +15,8 @@ from warrantysync.cli import main
 from warrantysync.services.accounts import Accounts
 from warrantysync.storage.db import Database
 
+SECRET = "test-secret-key"
+
 
 @pytest.fixture
 def env(db_url: str) -> dict[str, str | None]:
@@ -117,7 +119,7 @@ def test_users_create_prompts_for_the_password_twice(
     async def check() -> None:
         db = Database(db_url)
         try:
-            user = await Accounts(db, session_ttl=60).check_password(
+            user = await Accounts(db, session_ttl=60, secret_key=SECRET).check_password(
                 email="pat@example.com", password="typed-secret"
             )
             assert user.name == "Pat"
@@ -178,7 +180,7 @@ def test_tokens_create_list_revoke(env: dict[str, str | None], db_url: str) -> N
     async def bearer() -> int | None:
         db = Database(db_url)
         try:
-            principal = await Accounts(db, session_ttl=60).from_bearer(token)
+            principal = await Accounts(db, session_ttl=60, secret_key=SECRET).from_bearer(token)
             return None if principal is None else principal.token_id
         finally:
             await db.dispose()

@@ -32,6 +32,7 @@ from warrantysync.storage.models import (
     WarrantyCase,
 )
 
+SECRET = "test-secret-key"
 EXPECTED_ROLES = {
     ("alice@example.com", 1): Role.editor,
     ("alice@example.com", 2): Role.editor,
@@ -133,7 +134,7 @@ async def test_demo_creates_branches_users_and_cases(
     assert all(u.is_active for u in users.values())
     assert roles == EXPECTED_ROLES
 
-    accounts = Accounts(db, session_ttl=3600)
+    accounts = Accounts(db, session_ttl=3600, secret_key=SECRET)
     for email in users:
         assert (await accounts.check_password(email=email, password="demo")).email == email
 
@@ -147,7 +148,8 @@ async def test_demo_cases_are_plausible_and_made_through_the_case_service(
     for branch_id in (1, 2):
         snapshot, head = await cases.snapshot(branch_id=branch_id)
         assert len(snapshot) == 25
-        members = {m["id"] for m in await Accounts(db, session_ttl=1).members(branch_id=branch_id)}
+        accounts = Accounts(db, session_ttl=1, secret_key=SECRET)
+        members = {m["id"] for m in await accounts.members(branch_id=branch_id)}
         today = dt.datetime.now(dt.UTC).date()
         for case in snapshot:
             numbers.append(case["case_number"])

@@ -72,7 +72,7 @@ async def build_services(settings: Settings) -> Services:
         settings=settings,
         db=db,
         metrics=metrics,
-        accounts=Accounts(db, session_ttl=settings.session_ttl),
+        accounts=Accounts(db, session_ttl=settings.session_ttl, secret_key=settings.secret_key),
         cases=CaseService(db, publish=broker.publish, replay_window=settings.replay_window),
         broker=broker,
         locks=lock_manager,

@@ -298,7 +298,8 @@ def tokens_create(email: str, name: str) -> None:
     """Issue a token. It is shown only this once."""
     from .services.admin import create_token
 
-    token = _with_db(lambda d: create_token(d, email=email, name=name))
+    secret_key = _settings().secret_key
+    token = _with_db(lambda d: create_token(d, email=email, name=name, secret_key=secret_key))
     click.echo(token)
     click.echo("store it now: it cannot be shown again (see `tokens list` for its id)", err=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -56,8 +57,13 @@ def _verify(password_hash: str, password: str) -> bool:
         return False
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def token_hash(token: str, key: str) -> str:
+    """HMAC-SHA256 of a session or API token under the server's secret key.
+
+    A copy of the database alone cannot even check a guessed token; rotating
+    ``SECRET_KEY`` signs everyone out and invalidates every API token.
+    """
+    return hmac.new(key.encode(), token.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +93,9 @@ class NewSession:
 
 
 class Accounts:
-    def __init__(self, db: Database, *, session_ttl: float) -> None:
+    def __init__(self, db: Database, *, session_ttl: float, secret_key: str) -> None:
         self.db = db
+        self.secret_key = secret_key
         self.session_ttl = dt.timedelta(seconds=session_ttl)
         # Touch well within the idle lifetime, or a short TTL would expire active sessions.
         self.touch_every = min(TOUCH_EVERY, self.session_ttl / 4)
@@ -108,7 +115,9 @@ class Accounts:
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         async with self.db.write() as session:
-            row = Session(token_hash=token_hash(token), user_id=user.id, csrf_token=csrf)
+            row = Session(
+                token_hash=token_hash(token, self.secret_key), user_id=user.id, csrf_token=csrf
+            )
             session.add(row)
             await session.flush()
             principal = Principal(
@@ -134,7 +143,7 @@ class Accounts:
                     select(Session, User)
                     .join(User, User.id == Session.user_id)
                     .where(
-                        Session.token_hash == token_hash(token),
+                        Session.token_hash == token_hash(token, self.secret_key),
                         Session.revoked_at.is_(None),
                         Session.last_seen_at > now - self.session_ttl,
                         User.is_active.is_(True),
@@ -166,7 +175,7 @@ class Accounts:
                     select(ApiToken, User)
                     .join(User, User.id == ApiToken.user_id)
                     .where(
-                        ApiToken.token_hash == token_hash(token),
+                        ApiToken.token_hash == token_hash(token, self.secret_key),
                         ApiToken.revoked_at.is_(None),
                         User.is_active.is_(True),
                     )

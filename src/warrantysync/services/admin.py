@@ -251,7 +251,7 @@ async def set_role(db: Database, *, email: str, branch_id: int, role: str | Role
 # -- API tokens ----------------------------------------------------------------
 
 
-async def create_token(db: Database, *, email: str, name: str) -> str:
+async def create_token(db: Database, *, email: str, name: str, secret_key: str) -> str:
     """Issue a bearer token and return it; only its hash is kept, so show it now or never."""
     clean_name = _name(name)
     token = secrets.token_urlsafe(32)
@@ -261,7 +261,9 @@ async def create_token(db: Database, *, email: str, name: str) -> str:
             raise ValidationFailed(
                 f"email: {user.email} is deactivated", field="email", rule="inactive"
             )
-        session.add(ApiToken(token_hash=token_hash(token), user_id=user.id, name=clean_name))
+        session.add(
+            ApiToken(token_hash=token_hash(token, secret_key), user_id=user.id, name=clean_name)
+        )
     return token
 
 

@@ -93,7 +93,14 @@ class RateLimits:
         uri = storage_uri(storage_url)
         options: dict[str, Any] = {}
         if not uri.startswith("async+memory"):
-            options = {"implementation": "redispy", "key_prefix": _KEY_PREFIX}
+            options = {
+                "implementation": "redispy",
+                "key_prefix": _KEY_PREFIX,
+                # A Redis that stopped answering must not hold every write for
+                # the OS's TCP timeout; failing fast lets writes pass unlimited.
+                "socket_connect_timeout": 1.0,
+                "socket_timeout": 2.0,
+            }
         storage = storage_from_string(uri, wrap_exceptions=True, **options)
         assert isinstance(storage, Storage), uri  # async+ schemes give async storages
         self._storage = storage

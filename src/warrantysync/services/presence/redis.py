@@ -39,7 +39,6 @@ import logging
 import os
 import secrets
 import socket
-from collections import defaultdict
 from typing import Any
 
 from ..redisconn import DOWN_ERRORS, KEY_PREFIX, connect, unavailable
@@ -202,6 +201,30 @@ return 1
 )
 
 
+# ARGV: P node lease_ms branch -> flat (user name clients)*, read in one step
+_VIEWERS = (
+    _LUA_HELPERS
+    + """
+local counts = redis.call('HGETALL', P .. 'branch:' .. ARGV[4])
+local clients, order = {}, {}
+for i = 1, #counts, 2 do
+  if tonumber(counts[i + 1]) > 0 then
+    local u = string.match(counts[i], '^(%d+):')
+    if not clients[u] then clients[u] = 0; table.insert(order, u) end
+    clients[u] = clients[u] + 1
+  end
+end
+local out = {}
+for _, u in ipairs(order) do
+  table.insert(out, u)
+  table.insert(out, redis.call('HGET', names, u) or '')
+  table.insert(out, tostring(clients[u]))
+end
+return out
+"""
+)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -234,6 +257,7 @@ class RedisPresenceBackend:
         self._resync = self._redis.register_script(_RESYNC)
         self._sweep = self._redis.register_script(_SWEEP)
         self._unregister = self._redis.register_script(_UNREGISTER)
+        self._viewers = self._redis.register_script(_VIEWERS)
         # This node's own streams: the truth a resync writes back.
         self._mine: dict[_Key, int] = {}
         self._names: dict[int, str] = {}
@@ -322,6 +346,11 @@ class RedisPresenceBackend:
             with unavailable("renewing the presence lease"):
                 if self._dirty or not int(await self._renew(args=self._head())):
                     changed = await self._resync_locked()
+                    if self._mine:
+                        log.info(
+                            "presence: wrote this node's %d open stream(s) back to Redis",
+                            sum(self._mine.values()),
+                        )
         with unavailable("sweeping lapsed nodes"):
             flat = [_text(v) for v in await self._sweep(args=self._head())]
         lapsed = tuple(
@@ -342,19 +371,8 @@ class RedisPresenceBackend:
 
     async def viewers(self, *, branch_id: int) -> list[Viewer]:
         with unavailable("reading presence"):
-            counts = await self._redis.hgetall(f"{self._prefix}branch:{branch_id}")
-            clients: dict[int, int] = defaultdict(int)
-            for field, count in counts.items():
-                if int(count) > 0:
-                    clients[int(_text(field).split(":", 1)[0])] += 1
-            if not clients:
-                return []
-            user_ids = list(clients)
-            names = await self._redis.hmget(f"{self._prefix}names", user_ids)
-        return [
-            Viewer(user_id, _text(name) if name is not None else "", clients[user_id])
-            for user_id, name in zip(user_ids, names, strict=True)
-        ]
+            flat = [_text(v) for v in await self._viewers(args=[*self._head(), branch_id])]
+        return [Viewer(int(flat[i]), flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     async def streams_of_user(self, *, user_id: int) -> int:
         with unavailable("reading presence"):
