@@ -221,6 +221,8 @@ class CaseService:
             "case_id": case.id,
             "changes": {f: F.to_json(v) for f, v in changed.items()},
             "version": case.version,
+            # Beyond the contract's minimum, so clients can show "updated … ago".
+            "updated_at": F.to_json(now),
             "by": actor.ref(),
             "client_id": actor.client_id,
         }

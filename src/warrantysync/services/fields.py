@@ -154,7 +154,9 @@ def check_subset(name: str, entries: Mapping[str, Any], changes: Mapping[str, An
 
 
 def to_json(value: Any) -> Any:
-    """The JSON form of a stored field value."""
+    """The JSON form of a stored field value (timestamps are naive UTC)."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat() + "Z"
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, Status | Priority):

@@ -198,7 +198,9 @@ async def _patch(
 
 
 @router.delete("/cases/{case_id}", status_code=204)
-async def delete_case(case_id: int, principal: Writer, services: ServicesDep) -> Response:
+async def delete_case(
+    case_id: int, request: Request, principal: Writer, services: ServicesDep
+) -> Response:
     _branch_id, role = await services.accounts.case_access(
         user_id=principal.user_id, case_id=case_id
     )
@@ -206,7 +208,7 @@ async def delete_case(case_id: int, principal: Writer, services: ServicesDep) ->
         raise Forbidden("only managers can delete cases")
     await services.limits.hit_write(principal.user_id)
     await services.cases.delete(
-        case_id=case_id, actor=Actor(principal.user_id, principal.name, None)
+        case_id=case_id, actor=Actor(principal.user_id, principal.name, client_id_of(request))
     )
     return Response(status_code=204)
 

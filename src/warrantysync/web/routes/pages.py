@@ -99,6 +99,12 @@ async def branch_page(branch_id: int, request: Request, services: ServicesDep) -
     )
 
 
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    # Browsers ask for it whatever the page links; answer instead of 404-logging.
+    return RedirectResponse("/static/img/favicon.svg", status_code=301)
+
+
 @router.post("/logout")
 async def logout_form(request: Request, services: ServicesDep) -> Response:
     """Logout for the plain HTML form (no JavaScript needed)."""

@@ -1,0 +1,206 @@
+// Entry point of the branch page: reads the page config, makes this tab's
+// client id, wires store, stream, saver, locks, sync and view together.
+// The template provides only <script type="application/json" id="ws-config">
+// and <div id="app">; everything else is built here (CSP: no inline script).
+
+import { createApi } from './api.js';
+import { createConnection } from './connection.js';
+import { createDrafts, draftsKey } from './drafts.js';
+import { FIELD_LABELS } from './fields.js';
+import { createLocks } from './locks.js';
+import { createSaver } from './saver.js';
+import { createStore } from './store.js';
+import { createSync } from './sync.js';
+import { createView } from './view.js';
+
+const CLIENT_ID_KEY = 'warrantysync:client_id';
+const CLIENT_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+function readConfig() {
+  const raw = JSON.parse(document.getElementById('ws-config').textContent);
+  // Timing constants may sit at the top level or under `config`/`client_config`.
+  return { ...raw, ...(raw.client_config || {}), ...(raw.config || {}) };
+}
+
+function randomId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  // randomUUID needs a secure context; plain-http LAN installs still have getRandomValues.
+  return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * One id per tab, kept across reloads (so the tab still owns its locks) but
+ * not copied by "Duplicate tab": the id is taken out of sessionStorage while
+ * the page lives and put back only when it is hidden or unloaded.
+ */
+function tabClientId() {
+  let id = null;
+  try {
+    id = sessionStorage.getItem(CLIENT_ID_KEY);
+    sessionStorage.removeItem(CLIENT_ID_KEY);
+  } catch {
+    // storage disabled: a fresh id per load is still correct
+  }
+  if (!id || !CLIENT_ID_RE.test(id)) id = randomId();
+  const park = () => { try { sessionStorage.setItem(CLIENT_ID_KEY, id); } catch { /* ignore */ } };
+  const unpark = () => { try { sessionStorage.removeItem(CLIENT_ID_KEY); } catch { /* ignore */ } };
+  window.addEventListener('pagehide', park);
+  window.addEventListener('pageshow', (event) => { if (event.persisted) unpark(); });
+  return id;
+}
+
+function safeStorage() {
+  try {
+    return window.localStorage;
+  } catch {
+    return null;
+  }
+}
+
+function goToLogin() {
+  const next = encodeURIComponent(location.pathname + location.search);
+  location.assign(`/login?next=${next}`);
+}
+
+function start() {
+  const config = readConfig();
+  const branchId = config.branch_id;
+  const clientId = tabClientId();
+  const timers = { setTimeout: (fn, ms) => window.setTimeout(fn, ms), clearTimeout: (id) => window.clearTimeout(id) };
+  const api = createApi({ fetch: (...args) => window.fetch(...args), csrfToken: config.csrf_token, clientId });
+  const store = createStore({ clientId });
+  const caseName = (caseId) => store.getCase(caseId)?.case_number ?? 'this case';
+  let view = null;
+  let saver = null;
+  let unauthorized = false;
+
+  function onUnauthorized() {
+    if (unauthorized) return;
+    unauthorized = true;
+    view.toast('Your session has ended. Taking you to sign in; unsaved edits are kept on this device.', 'error');
+    window.setTimeout(goToLogin, 2000);
+  }
+
+  const locks = createLocks({
+    api, clientId, renewMs: config.LOCK_RENEW_MS || 10000, ...timers,
+    onLost: (caseId, field, holder) => view.toast(
+      `${holder && holder.name ? holder.name : 'Someone else'} now holds ${FIELD_LABELS[field] || field} of ${caseName(caseId)}. Your text is kept.`, 'warning'),
+  });
+
+  saver = createSaver({
+    store, api, ...timers,
+    drafts: createDrafts({ storage: safeStorage(), key: draftsKey(config.user.id, branchId) }),
+    debounceMs: config.DEBOUNCE_MS ?? 1000,
+    retryDelaysMs: config.RECONNECT_DELAYS_MS,
+    lockToken: (caseId, field) => locks.tokenFor(caseId, field),
+    onConflict: (...args) => view.askConflict(...args),
+    onToast: (message, kind) => view.toast(message, kind),
+    onUnauthorized,
+    onLockLost: (caseId, field) => locks.forget(caseId, field),
+  });
+
+  let draftsOffered = false;
+  const sync = createSync({
+    api, url: `/api/branches/${branchId}/cases`, intervalMs: config.SYNC_INTERVAL_MS || 60000,
+    retryDelaysMs: config.RECONNECT_DELAYS_MS, ...timers,
+    onSnapshot(snapshot) {
+      // Locks and presence: the live stream is fresher than a snapshot fetched beside it.
+      store.applySnapshot(snapshot, { ephemeral: connection.state !== 'connected' });
+      connection.noteSnapshot(snapshot.last_event_id);
+      if (!draftsOffered) {
+        draftsOffered = true;
+        const restored = saver.restoreDrafts();
+        if (restored) view.toast(`Restored ${restored} unsaved change${restored === 1 ? '' : 's'} from your last visit; saving now.`, 'info');
+      }
+    },
+    onError: (error) => { if (error.status === 401) onUnauthorized(); },
+  });
+
+  const connection = createConnection({
+    url: `/api/branches/${branchId}/events`, clientId, EventSourceImpl: window.EventSource, ...timers,
+    reconnectDelaysMs: config.RECONNECT_DELAYS_MS, heartbeatMs: config.HEARTBEAT_MS,
+    onEvent(name, data, id) {
+      locks.handleEvent(name, data);
+      if (!store.applyEvent(name, data, id)) sync.now();
+    },
+    onStateChange: (state) => view.setConnectionState(state),
+    onResync: (reason) => sync.now({ force: reason === 'sync-required' }),
+  });
+
+  const actions = {
+    edit: (caseId, field, value) => saver.edit(caseId, field, value),
+    async focusField(caseId, field) {
+      store.setFocus(caseId, field);
+      if (config.role === 'viewer') return { ok: true };
+      const result = await locks.acquire(caseId, field);
+      if (result.ok || result.transient || result.cancelled) return { ok: true };
+      store.clearFocus(caseId, field);
+      saver.discard(caseId, field);
+      const holder = result.holder && result.holder.name;
+      return { ok: false, message: holder ? `Locked by ${holder}` : result.message };
+    },
+    blurField(caseId, field) {
+      store.clearFocus(caseId, field);
+      return locks.release(caseId, field, saver.flush(caseId, field));
+    },
+    async createCase(fields) {
+      const answer = await api.post(`/api/branches/${branchId}/cases`, fields);
+      store.addOwnCase(answer.data);
+      return answer.data;
+    },
+    async deleteCase(caseId) {
+      await api.del(`/api/cases/${caseId}`);
+      store.removeCase(caseId);
+    },
+    async loadHistory(caseId, limit) {
+      const answer = await api.get(`/api/cases/${caseId}/history?limit=${limit}`);
+      return Array.isArray(answer.data) ? answer.data : (answer.data && answer.data.history) || [];
+    },
+    async logout() {
+      await saver.flushAll();
+      locks.releaseAll();
+      try { await api.post('/api/auth/logout'); } finally { location.assign('/login'); }
+    },
+    switchBranch: (id) => { if (id !== branchId) location.assign(`/branch/${id}`); },
+  };
+
+  view = createView({ root: document.getElementById('app'), config, store, actions });
+  view.mount();
+  if (Array.isArray(config.branches)) view.setBranches(config.branches, branchId);
+
+  async function loadMe() {
+    try {
+      const { data } = await api.get('/api/me');
+      if (data.csrf_token) api.setCsrfToken(data.csrf_token);
+      const branches = data.branches || [];
+      view.setBranches(branches, branchId);
+      const here = branches.find((b) => b.id === branchId);
+      if (here && here.role && here.role !== config.role) {
+        config.role = here.role;
+        view.setRole(here.role);
+      }
+    } catch (error) {
+      if (error.status === 401) onUnauthorized();
+    }
+  }
+
+  window.addEventListener('online', () => { connection.reconnectNow(); saver.retryNow(); sync.now(); });
+  window.addEventListener('offline', () => connection.goOffline());
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') { connection.wake(); sync.now(); }
+  });
+  window.addEventListener('beforeunload', (event) => {
+    if (!saver.hasPending()) return;
+    saver.flushAll();
+    event.preventDefault();
+    event.returnValue = '';
+  });
+  window.addEventListener('pagehide', () => locks.releaseAll());
+
+  loadMe();
+  sync.start();
+  // Subscribe from the snapshot's last_event_id so nothing between the two is missed.
+  sync.now().finally(() => connection.start());
+}
+
+start();

@@ -1,0 +1,231 @@
+// The case table: rows keyed by case id, cells updated in place so a remote
+// change never rebuilds (and never steals focus from) what the user is in.
+
+import { flash, h, initials } from './dom.js';
+import { FIELD_KINDS, FIELD_LABELS, MAX_LENGTHS } from './fields.js';
+
+// Working set first, so 1366 px shows what people triage by; contact details scroll in.
+export const COLUMNS = Object.freeze([
+  'case_number', 'customer_name', 'product', 'status', 'priority', 'assignee_id', 'issue',
+  'purchase_date', 'serial_number', 'customer_phone', 'customer_email', 'notes',
+]);
+
+const INPUT_MODES = { customer_phone: 'tel', customer_email: 'email' };
+const SEARCHED = ['case_number', 'customer_name', 'customer_phone', 'customer_email', 'product', 'serial_number', 'issue', 'notes'];
+
+function optionsFor(field, ctx) {
+  if (field === 'status') return ctx.statuses;
+  if (field === 'priority') return ctx.priorities;
+  return [{ value: '', label: 'Unassigned' }, ...ctx.members.map((m) => ({ value: String(m.id), label: m.name }))];
+}
+
+/** The control for one field: looks like text until focused (see app.css). */
+export function createControl(field, ctx, label) {
+  const kind = FIELD_KINDS[field];
+  const common = { class: `control control-${kind}`, 'aria-label': label, dataset: { control: field } };
+  if (kind === 'select') {
+    return h('select', common, optionsFor(field, ctx).map((o) => h('option', { value: o.value, text: o.label })));
+  }
+  if (kind === 'multiline') {
+    return h('textarea', { ...common, rows: 1, maxlength: MAX_LENGTHS[field], spellcheck: 'true' });
+  }
+  if (kind === 'date') return h('input', { ...common, type: 'date', max: ctx.today() });
+  // size=1: the column width decides, not the input's default 20 characters.
+  return h('input', {
+    ...common, type: 'text', size: 1, maxlength: MAX_LENGTHS[field], inputmode: INPUT_MODES[field], autocomplete: 'off',
+  });
+}
+
+export function writeControl(control, field, value, ctx) {
+  const text = value === null || value === undefined ? '' : String(value);
+  if (control.tagName === 'SELECT' && text && ![...control.options].some((o) => o.value === text)) {
+    // An assignee who is no longer a member still has to be shown as who they are.
+    control.append(h('option', { value: text, text: field === 'assignee_id' ? ctx.memberName(value) : text }));
+  }
+  if (control.value !== text) control.value = text;
+  if (control.tagName === 'SELECT') control.dataset.value = text;
+  control.toggleAttribute('data-empty', text === '');
+}
+
+export function readControl(control, field) {
+  const raw = control.value;
+  if (field === 'assignee_id') return raw === '' ? null : Number(raw);
+  if (field === 'purchase_date') return raw === '' ? null : raw;
+  return raw;
+}
+
+/** Lock marker, disabled state and save state for a cell (table) or panel field. */
+export function decorate(holder, control, caseId, field, ctx) {
+  const lock = ctx.store.lockedByOther(caseId, field);
+  let badge = holder.querySelector(':scope > .lock-badge');
+  if (lock) {
+    const name = (lock.user && lock.user.name) || 'someone';
+    holder.dataset.lockedBy = name;
+    holder.title = `Locked by ${name}`;
+    if (!badge) {
+      badge = h('span', { class: 'lock-badge', 'aria-hidden': 'true' });
+      holder.prepend(badge);
+    }
+    badge.textContent = `🔒 ${initials(name)}`;
+  } else {
+    delete holder.dataset.lockedBy;
+    holder.removeAttribute('title');
+    if (badge) badge.remove();
+  }
+  control.disabled = Boolean(lock) || (ctx.readOnly() && control.tagName === 'SELECT');
+  control.readOnly = ctx.readOnly() && control.tagName !== 'SELECT';
+  const state = ctx.store.saveState(caseId, field);
+  if (state) holder.dataset.saveState = state;
+  else delete holder.dataset.saveState;
+}
+
+/**
+ * @param {object} ctx shared view context (store, options, memberName, today, readOnly, userId)
+ * @param {{onOpen: (caseId: number) => void}} handlers
+ */
+export function createTable(ctx, { onOpen }) {
+  const rows = new Map(); // caseId -> {tr, cells: Map(field -> {td, control})}
+  const tbody = h('tbody');
+  const sort = { key: 'case_number', dir: -1 };
+  const headers = new Map();
+  let filters = { query: '', status: '', assignee: '' };
+
+  const thead = h('thead', {}, h('tr', {}, COLUMNS.map((field) => {
+    const button = h('button', { type: 'button', class: 'sort', dataset: { sort: field } },
+      FIELD_LABELS[field], h('span', { class: 'sort-indicator', 'aria-hidden': 'true' }));
+    const th = h('th', { scope: 'col', class: `col-${field}` }, button);
+    headers.set(field, th);
+    button.addEventListener('click', () => sortBy(field));
+    return th;
+  })));
+  const table = h('table', { class: 'cases', id: 'cases-table' }, thead, tbody);
+
+  function buildRow(caseId) {
+    const json = ctx.store.getCase(caseId);
+    const tr = h('tr', { dataset: { caseId: String(caseId) } });
+    const cells = new Map();
+    const link = h('button', { type: 'button', class: 'case-link', 'aria-label': `Open ${json.case_number} details`, text: json.case_number });
+    link.addEventListener('click', () => onOpen(caseId));
+    tr.append(h('th', { scope: 'row', class: 'col-case_number' }, link));
+    for (const field of COLUMNS.slice(1)) {
+      const control = createControl(field, ctx, `${FIELD_LABELS[field]}, ${json.case_number}`);
+      const td = h('td', { class: `cell cell-${FIELD_KINDS[field]} col-${field}`, dataset: { field } }, control);
+      cells.set(field, { td, control });
+      tr.append(td);
+    }
+    const row = { tr, cells, link };
+    rows.set(caseId, row);
+    return row;
+  }
+
+  function renderCell(caseId, field, { force = false, highlight = false } = {}) {
+    const row = rows.get(caseId);
+    const cell = row && row.cells.get(field);
+    if (!cell) return;
+    const { td, control } = cell;
+    if (force || document.activeElement !== control) {
+      writeControl(control, field, ctx.store.displayValue(caseId, field), ctx);
+    }
+    decorate(td, control, caseId, field, ctx);
+    if (highlight) flash(td);
+  }
+
+  function render(caseId, options) {
+    const row = rows.get(caseId) || buildRow(caseId);
+    row.link.textContent = ctx.store.getCase(caseId).case_number;
+    for (const field of row.cells.keys()) renderCell(caseId, field, options);
+    row.tr.hidden = !visible(caseId);
+    return row;
+  }
+
+  function sortValue(caseId, key) {
+    const value = ctx.store.displayValue(caseId, key);
+    if (key === 'status' || key === 'priority') return ctx.order(key, value);
+    if (key === 'assignee_id') return value === null ? '\uffff' : ctx.memberName(value).toLowerCase();
+    if (key === 'case_number') return String(value ?? '');
+    return value === null || value === '' ? '\uffff' : String(value).toLowerCase();
+  }
+
+  function compare(a, b) {
+    const x = sortValue(a, sort.key);
+    const y = sortValue(b, sort.key);
+    const order = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
+    return order * sort.dir || (a - b) * sort.dir;
+  }
+
+  function showSort() {
+    for (const [field, th] of headers) {
+      if (field === sort.key) th.setAttribute('aria-sort', sort.dir > 0 ? 'ascending' : 'descending');
+      else th.removeAttribute('aria-sort');
+    }
+  }
+
+  /** Reorders rows; only on explicit user action, so remote edits never move rows under the cursor. */
+  function sortBy(key, dir) {
+    sort.dir = dir ?? (sort.key === key ? -sort.dir : 1);
+    sort.key = key;
+    const ids = [...rows.keys()].sort(compare);
+    tbody.append(...ids.map((id) => rows.get(id).tr));
+    showSort();
+  }
+
+  function insert(caseId) {
+    const row = render(caseId);
+    const next = [...rows.keys()].filter((id) => id !== caseId && compare(caseId, id) < 0)
+      .sort(compare)[0];
+    tbody.insertBefore(row.tr, next === undefined ? null : rows.get(next).tr);
+    return row;
+  }
+
+  function matches(caseId) {
+    const json = ctx.store.getCase(caseId);
+    if (!json) return false;
+    const value = (field) => ctx.store.displayValue(caseId, field);
+    if (filters.status && value('status') !== filters.status) return false;
+    if (filters.assignee === 'none' && value('assignee_id') !== null) return false;
+    if (filters.assignee === 'me' && value('assignee_id') !== ctx.userId) return false;
+    if (/^\d+$/.test(filters.assignee) && value('assignee_id') !== Number(filters.assignee)) return false;
+    const query = filters.query.trim().toLowerCase();
+    return !query || SEARCHED.some((field) => String(value(field) ?? '').toLowerCase().includes(query));
+  }
+
+  function visible(caseId) {
+    const row = rows.get(caseId);
+    // Never hide a row the user is working in, whatever the filter says now.
+    const busy = row && (row.tr.contains(document.activeElement) || ctx.store.editsFor(caseId).size > 0);
+    return busy || matches(caseId);
+  }
+
+  function remove(caseId) {
+    const row = rows.get(caseId);
+    if (row) row.tr.remove();
+    rows.delete(caseId);
+  }
+
+  return {
+    element: table,
+    rows,
+    render,
+    renderCell,
+    insert,
+    sortBy,
+    resort: () => sortBy(sort.key, sort.dir),
+    remove,
+    setFilters(next) {
+      filters = { ...filters, ...next };
+      for (const id of rows.keys()) rows.get(id).tr.hidden = !visible(id);
+    },
+    refreshVisibility(caseId) {
+      const row = rows.get(caseId);
+      if (row) row.tr.hidden = !visible(caseId);
+    },
+    visibleCount: () => [...rows.values()].filter((r) => !r.tr.hidden).length,
+    /** The cell holding a control, for keyboard moves (Enter = next row, same column). */
+    locate(control) {
+      const td = control.closest('[data-field]');
+      const tr = control.closest('tr[data-case-id]');
+      if (!td || !tr || !tbody.contains(tr)) return null;
+      return { caseId: Number(tr.dataset.caseId), field: td.dataset.field, tr };
+    },
+  };
+}

@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { beforeEach, describe, test } from 'node:test';
+
+import { createStore } from '../../src/warrantysync/web/static/js/store.js';
+import { makeCase } from './fakes.mjs';
+
+const BOB = { id: 2, name: 'Bob Smith' };
+
+function update(changes, version, clientId = 'other-tab') {
+  return { case_id: 1, changes, version, by: BOB, client_id: clientId };
+}
+
+describe('store merge rules', () => {
+  let store;
+  let changes;
+  beforeEach(() => {
+    store = createStore({ clientId: 'me' });
+    store.applySnapshot({ cases: [makeCase(), makeCase({ id: 2, case_number: 'WC-000002' })], locks: [], presence: [], last_event_id: '5' });
+    changes = [];
+    store.subscribe((c) => changes.push(c));
+  });
+
+  test('remote update to another field applies and is flagged remote', () => {
+    store.applyEvent('case-updated', update({ status: 'diagnosing' }, 2), 6);
+    assert.equal(store.displayValue(1, 'status'), 'diagnosing');
+    assert.equal(store.getCase(1).version, 2);
+    const change = changes.find((c) => c.type === 'case');
+    assert.deepEqual(change.fields, ['status']);
+    assert.equal(change.remote, true);
+    assert.deepEqual(change.by, BOB);
+  });
+
+  test('a field with an unsaved local change is never overwritten, but its confirmed value moves', () => {
+    store.setEdit(1, 'notes', 'my text');
+    store.applyEvent('case-updated', update({ notes: 'their text', status: 'ready' }, 2), 6);
+    assert.equal(store.displayValue(1, 'notes'), 'my text');
+    assert.equal(store.confirmedValue(1, 'notes'), 'their text');
+    assert.equal(store.displayValue(1, 'status'), 'ready');
+  });
+
+  test('a focused field keeps what it showed at focus time, even without an edit', () => {
+    store.setFocus(1, 'customer_name');
+    store.applyEvent('case-updated', update({ customer_name: 'Someone Else' }, 2), 6);
+    assert.equal(store.displayValue(1, 'customer_name'), 'Ann Lee');
+    assert.equal(store.confirmedValue(1, 'customer_name'), 'Someone Else');
+    store.clearFocus(1, 'customer_name');
+    assert.equal(store.displayValue(1, 'customer_name'), 'Someone Else');
+  });
+
+  test('snapshot follows the same rules and skips older versions', () => {
+    store.setEdit(1, 'notes', 'draft');
+    store.setFocus(1, 'product');
+    store.applyEvent('case-updated', update({ priority: 'high' }, 3), 6);
+    store.applySnapshot({
+      cases: [
+        makeCase({ version: 2, priority: 'low', notes: 'old' }),
+        makeCase({ id: 2, case_number: 'WC-000002', version: 2, notes: 'theirs', product: 'Toaster' }),
+      ],
+      locks: [], presence: [], last_event_id: '6',
+    });
+    assert.equal(store.displayValue(1, 'priority'), 'high', 'version 2 is older than what we have');
+    assert.equal(store.displayValue(1, 'notes'), 'draft');
+    assert.equal(store.displayValue(2, 'notes'), 'theirs');
+    assert.equal(store.displayValue(2, 'product'), 'Toaster');
+    store.setFocus(2, 'product');
+    store.applySnapshot({ cases: [makeCase({ version: 3, priority: 'high' }), makeCase({ id: 2, version: 3, product: 'Fridge' })], last_event_id: '7' });
+    assert.equal(store.displayValue(2, 'product'), 'Toaster', 'focused');
+    assert.equal(store.confirmedValue(2, 'product'), 'Fridge');
+  });
+
+  test('case-deleted removes the case with its edits and locks', () => {
+    store.setEdit(1, 'notes', 'draft');
+    store.applyEvent('lock-acquired', { lock: { case_id: 1, field: 'status', user: BOB, client_id: 'x' } });
+    store.applyEvent('case-deleted', { case_id: 1, by: BOB, client_id: 'other' }, 6);
+    assert.equal(store.getCase(1), null);
+    assert.equal(store.hasEdits(), false);
+    assert.equal(store.lock(1, 'status'), null);
+    const deleted = changes.find((c) => c.type === 'deleted');
+    assert.equal(deleted.discardedEdits, 1);
+    assert.equal(deleted.remote, true);
+  });
+
+  test('a snapshot without a case removes it, unless it appeared after the snapshot was taken', () => {
+    store.applyEvent('case-created', { case: makeCase({ id: 3, case_number: 'WC-000003' }), by: BOB, client_id: 'x' }, 9);
+    store.addOwnCase(makeCase({ id: 4, case_number: 'WC-000004' }));
+    store.applySnapshot({ cases: [makeCase()], locks: [], presence: [], last_event_id: '8' });
+    assert.equal(store.getCase(2), null, 'gone at 8');
+    assert.ok(store.getCase(3), 'created at 9, after the snapshot');
+    assert.ok(store.getCase(4), 'our own create whose event has not come yet');
+  });
+
+  test('own echo updates confirmed value and version but is not a remote edit', () => {
+    store.setEdit(1, 'notes', 'typing more');
+    store.applyEvent('case-updated', update({ notes: 'typing' }, 2, 'me'), 6);
+    assert.equal(store.getCase(1).version, 2);
+    assert.equal(store.confirmedValue(1, 'notes'), 'typing');
+    assert.equal(store.displayValue(1, 'notes'), 'typing more', 'the local edit is untouched');
+    const change = changes.find((c) => c.type === 'case');
+    assert.equal(change.remote, false);
+  });
+
+  test('an echo whose version we already have is ignored', () => {
+    store.applyCase(makeCase({ version: 2, notes: 'saved' }), { remote: false });
+    changes.length = 0;
+    store.applyEvent('case-updated', update({ notes: 'saved' }, 2, 'me'), 6);
+    assert.deepEqual(changes, []);
+  });
+
+  test('update for an unknown case asks for a resync', () => {
+    assert.equal(store.applyEvent('case-updated', { case_id: 99, changes: {}, version: 2 }, 6), false);
+  });
+
+  test('locks: ready replaces, lock-released only from the holder, lockedByOther ignores our own', () => {
+    const mine = { case_id: 1, field: 'notes', user: { id: 1, name: 'Me' }, client_id: 'me' };
+    const theirs = { case_id: 1, field: 'status', user: BOB, client_id: 'bob-tab' };
+    store.applyEvent('ready', { locks: [mine, theirs], presence: [{ user: BOB, clients: 1 }] });
+    assert.equal(store.lockedByOther(1, 'notes'), null);
+    assert.deepEqual(store.lockedByOther(1, 'status'), theirs);
+    store.applyEvent('lock-released', { case_id: 1, field: 'status', user: BOB, client_id: 'someone-else', reason: 'released' });
+    assert.ok(store.lock(1, 'status'), 'a stale release from another owner is ignored');
+    store.applyEvent('lock-released', { case_id: 1, field: 'status', user: BOB, client_id: 'bob-tab', reason: 'expired' });
+    assert.equal(store.lock(1, 'status'), null);
+    assert.equal(store.presence().length, 1);
+  });
+
+  test('revert shows the confirmed value even in a focused control', () => {
+    store.setFocus(1, 'notes');
+    store.setEdit(1, 'notes', 'bad');
+    store.revert(1, 'notes');
+    assert.equal(store.displayValue(1, 'notes'), '');
+    assert.equal(changes.at(-1).force, true);
+  });
+});
+
+test('a snapshot taken while the stream is live leaves locks and presence to the stream', () => {
+  const store = createStore({ clientId: 'me' });
+  const lock = { case_id: 1, field: 'notes', user: BOB, client_id: 'bob' };
+  store.applySnapshot({ cases: [makeCase()], locks: [], presence: [], last_event_id: '1' });
+  store.applyEvent('lock-acquired', { lock });
+  store.applySnapshot({ cases: [makeCase()], locks: [], presence: [], last_event_id: '1' }, { ephemeral: false });
+  assert.deepEqual(store.lock(1, 'notes'), lock);
+  store.applySnapshot({ cases: [makeCase()], locks: [], presence: [], last_event_id: '1' });
+  assert.equal(store.lock(1, 'notes'), null);
+});
