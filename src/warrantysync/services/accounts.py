@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 
-from ..errors import InvalidCredentials, NotFound, ValidationFailed
+from ..errors import Forbidden, InvalidCredentials, NotFound, ValidationFailed
 from ..storage.db import Database
 from ..storage.models import (
     ApiToken,
@@ -64,6 +64,15 @@ def token_hash(token: str, key: str) -> str:
     ``SECRET_KEY`` signs everyone out and invalidates every API token.
     """
     return hmac.new(key.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
+_RANK = {Role.viewer: 0, Role.editor: 1, Role.manager: 2}
+
+
+def require_role(role: Role, minimum: Role, action: str) -> None:
+    """The one place the role ladder viewer < editor < manager is enforced."""
+    if _RANK[role] < _RANK[minimum]:
+        raise Forbidden(f"a {role.value} cannot {action or 'do this'}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +256,15 @@ class Accounts:
                 )
             )
 
-    async def branch_access(self, *, user_id: int, branch_id: int) -> tuple[Branch, Role]:
+    async def branch_access(
+        self, *, user_id: int, branch_id: int, minimum: Role = Role.viewer, action: str = ""
+    ) -> tuple[Branch, Role]:
+        """The branch and the caller's role; 404 unless a member, 403 below ``minimum``."""
+        branch, role = await self._branch_access(user_id=user_id, branch_id=branch_id)
+        require_role(role, minimum, action)
+        return branch, role
+
+    async def _branch_access(self, *, user_id: int, branch_id: int) -> tuple[Branch, Role]:
         if not 0 < branch_id <= MAX_ID:
             raise NotFound("no such branch")
         async with self.db.read() as session:
@@ -262,8 +279,15 @@ class Accounts:
             raise NotFound("no such branch")
         return row[0], row[1]
 
-    async def case_access(self, *, user_id: int, case_id: int) -> tuple[int, Role]:
-        """The case's branch and the caller's role there; 404 when not visible."""
+    async def case_access(
+        self, *, user_id: int, case_id: int, minimum: Role = Role.viewer, action: str = ""
+    ) -> tuple[int, Role]:
+        """The case's branch and the caller's role; 404 unless visible, 403 below ``minimum``."""
+        branch_id, role = await self._case_access(user_id=user_id, case_id=case_id)
+        require_role(role, minimum, action)
+        return branch_id, role
+
+    async def _case_access(self, *, user_id: int, case_id: int) -> tuple[int, Role]:
         if not 0 < case_id <= MAX_ID:
             raise NotFound("no such case")
         async with self.db.read() as session:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
 from ...container import Services
-from ...errors import Forbidden, InvalidJson, Unavailable, ValidationFailed, WarrantySyncError
+from ...errors import InvalidJson, Unavailable, ValidationFailed, WarrantySyncError
 from ...jsonutil import JSONDecodeError, dumps, loads
 from ...services import idempotency
 from ...services.cases import Actor
@@ -88,11 +88,9 @@ async def list_cases(
 async def create_case(
     branch_id: int, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
 ) -> Response:
-    _branch, role = await services.accounts.branch_access(
-        user_id=principal.user_id, branch_id=branch_id
+    await services.accounts.branch_access(
+        user_id=principal.user_id, branch_id=branch_id, minimum=Role.editor, action="create cases"
     )
-    if role == Role.viewer:
-        raise Forbidden("viewers cannot create cases")
     await services.limits.hit_write(principal.user_id)
     values = parse_object(raw)
     actor = Actor(principal.user_id, principal.name, client_id_of(request))
@@ -111,11 +109,9 @@ async def patch_case(
     case_id: int, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
 ) -> Response:
     started = time.perf_counter()
-    _branch_id, role = await services.accounts.case_access(
-        user_id=principal.user_id, case_id=case_id
+    await services.accounts.case_access(
+        user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
     )
-    if role == Role.viewer:
-        raise Forbidden("viewers cannot edit cases")
     await services.limits.hit_write(principal.user_id)
     replay = None
     if (key := request.headers.get("idempotency-key")) is not None:
@@ -201,11 +197,9 @@ async def _patch(
 async def delete_case(
     case_id: int, request: Request, principal: Writer, services: ServicesDep
 ) -> Response:
-    _branch_id, role = await services.accounts.case_access(
-        user_id=principal.user_id, case_id=case_id
+    await services.accounts.case_access(
+        user_id=principal.user_id, case_id=case_id, minimum=Role.manager, action="delete cases"
     )
-    if role != Role.manager:
-        raise Forbidden("only managers can delete cases")
     await services.limits.hit_write(principal.user_id)
     await services.cases.delete(
         case_id=case_id, actor=Actor(principal.user_id, principal.name, client_id_of(request))

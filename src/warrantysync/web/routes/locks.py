@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from ...errors import Forbidden, ValidationFailed
+from ...errors import ValidationFailed
 from ...services.fields import check_field_name
 from ...services.locks import Owner
 from ...storage.models import Role
@@ -28,11 +28,9 @@ def _required_client_id(request: Request) -> str:
 async def acquire(
     case_id: int, field: str, request: Request, principal: Writer, services: ServicesDep
 ) -> Response:
-    branch_id, role = await services.accounts.case_access(
-        user_id=principal.user_id, case_id=case_id
+    branch_id, _role = await services.accounts.case_access(
+        user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
     )
-    if role == Role.viewer:
-        raise Forbidden("viewers cannot edit cases")
     check_field_name(field)
     client_id = _required_client_id(request)
     await services.limits.hit_lock(principal.user_id)
@@ -50,10 +48,8 @@ async def release(
     case_id: int, field: str, request: Request, principal: Writer, services: ServicesDep
 ) -> Response:
     branch_id, role = await services.accounts.case_access(
-        user_id=principal.user_id, case_id=case_id
+        user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
     )
-    if role == Role.viewer:
-        raise Forbidden("viewers cannot edit cases")
     check_field_name(field)
     client_id = client_id_of(request)
     await services.limits.hit_lock(principal.user_id)
