@@ -113,7 +113,17 @@ async def test_slow_subscriber_is_cut_off_while_a_fast_one_keeps_up(
             await asyncio.sleep(0.05)
         assert fast.count("case-updated") == total
         assert slow.count("case-updated") < total
-        assert services.metrics.slow_subscriber_disconnects._value.get() >= 1
+        metrics = _samples(services.metrics.render().decode())
+        assert metrics["warrantysync_slow_subscriber_disconnects_total"] == 1, metrics
+        assert metrics["warrantysync_events_dropped_total"] >= 1, metrics
         assert [sub.client_id for sub in services.broker.subscribers()] == ["fast"]
         await fast.stop()
         await slow.stop()
+
+
+def _samples(text: str) -> dict[str, float]:
+    return {
+        line.split()[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }

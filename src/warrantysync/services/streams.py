@@ -67,9 +67,13 @@ class Stream:
             client_id=client_id,
             principal_key=key,
             max_frames=config.max_frames,
-            on_slow=broker.metrics.slow_subscriber_disconnects.inc,
+            on_slow=self._count_slow,
         )
         self._opened = False
+
+    def _count_slow(self, dropped: int) -> None:
+        self.broker.metrics.slow_subscriber_disconnects.inc()
+        self.broker.metrics.events_dropped.inc(dropped)
 
     async def open(self, *, max_streams: int | None = None) -> None:
         """Count the stream (refused at the user's cap), then subscribe."""

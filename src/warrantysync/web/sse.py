@@ -63,8 +63,9 @@ class EventStreamResponse(Response):
                 async with asyncio.timeout(self.send_timeout):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
+            if not sub.closed:  # a full buffer already counted it
+                self.stream.broker.metrics.slow_subscriber_disconnects.inc()
             sub.close("slow")
-            self.stream.broker.metrics.slow_subscriber_disconnects.inc()
         except OSError:
             sub.close("disconnected")
         finally:

@@ -38,7 +38,7 @@ class Subscriber:
         client_id: str,
         principal_key: tuple[str, int],
         max_frames: int = DEFAULT_MAX_FRAMES,
-        on_slow: Callable[[], None] | None = None,
+        on_slow: Callable[[int], None] | None = None,
     ) -> None:
         self.branch_id = branch_id
         self.user_id = user_id
@@ -62,7 +62,7 @@ class Subscriber:
             return
         if len(self._frames) >= self.max_frames:
             if self._on_slow is not None:
-                self._on_slow()
+                self._on_slow(len(self._frames) + 1)  # everything queued, and this one
             self.close("slow")
             return
         self._frames.append((event_id, frame))
