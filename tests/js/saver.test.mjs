@@ -212,6 +212,37 @@ describe('saver', () => {
     assert.equal(store.displayValue(1, 'notes'), 'mine');
   });
 
+  test('a remote change under an unsaved edit does not become its expected: 409, the user chooses', async () => {
+    const { clock, http, saver, store, conflicts } = setup({ conflictChoice: 'mine' });
+    saver.edit(1, 'customer_name', 'Mine');
+    // Bob's save lands while ours waits for the debounce (no lock: say Redis is down).
+    store.applyEvent('case-updated', {
+      case_id: 1, changes: { customer_name: 'Theirs' }, version: 2, by: { id: 2, name: 'Bob' }, client_id: 'tab-2',
+    }, 2);
+    assert.equal(store.displayValue(1, 'customer_name'), 'Mine', 'the screen keeps what the user typed');
+    saver.edit(1, 'customer_name', 'Mine!');
+    await clock.tick(DEBOUNCE);
+    assert.deepEqual(http.last.body, { changes: { customer_name: 'Mine!' }, expected: { customer_name: 'Ann Lee' } });
+    http.last.respond(409, { error: 'conflict', message: 'Changed meanwhile', current: { customer_name: 'Theirs' }, by: { id: 2, name: 'Bob' } });
+    await settle();
+    assert.deepEqual(conflicts, [[1, 'customer_name', 'Theirs', 'Mine!', { id: 2, name: 'Bob' }]]);
+    assert.deepEqual(http.last.body, { changes: { customer_name: 'Mine!' }, expected: { customer_name: 'Theirs' } });
+  });
+
+  test('typing on during a save: the next save is based on what the server stored, not on later news', async () => {
+    const { clock, http, saver, store } = setup();
+    saver.edit(1, 'notes', 'abc ');
+    await clock.tick(DEBOUNCE);
+    saver.edit(1, 'notes', 'abc d');
+    ok(http.last, store, { notes: 'abc', version: 2 }); // the server trimmed it
+    await settle();
+    store.applyEvent('case-updated', {
+      case_id: 1, changes: { notes: 'from bob' }, version: 3, by: { id: 2, name: 'Bob' }, client_id: 'tab-2',
+    }, 3);
+    await clock.tick(DEBOUNCE);
+    assert.deepEqual(http.last.body, { changes: { notes: 'abc d' }, expected: { notes: 'abc' } });
+  });
+
   test('409 conflict whose current equals mine counts as saved without asking', async () => {
     const { http, saver, store, conflicts } = setup();
     saver.edit(1, 'notes', 'same');

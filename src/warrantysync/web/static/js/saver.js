@@ -53,7 +53,11 @@ export function createSaver(options) {
 
   const queues = new Map(); // caseId -> {timer, ready, running, waiters}
   const held = new Set(); // keys parked (lock lost, invalid while typing) until touched again
-  const bases = new Map(); // key -> `expected` carried over from a restored draft
+  // key -> the server value a pending edit was typed over: its `expected`. Set
+  // when the edit starts, moved only by our own confirmed saves and conflict
+  // choices -- never by remote news, or a save would silently overwrite a
+  // change its author never saw (the user's text stays on screen, see store.js).
+  const bases = new Map();
   const sleepers = new Set();
 
   function queue(caseId) {
@@ -195,8 +199,10 @@ export function createSaver(options) {
       if (sameValue(store.editValue(caseId, field), batch.changes[field])) {
         finish(caseId, field, 'saved');
       } else {
-        // Typed on while this was in flight: the newer text is the next save.
-        bases.delete(fieldKey(caseId, field));
+        // Typed on while this was in flight: the newer text is the next save,
+        // based on what the server made of this one.
+        const saved = json && field in json ? json[field] : batch.changes[field];
+        bases.set(fieldKey(caseId, field), saved ?? null);
         persist(caseId, field);
         store.setSaveState(caseId, field, 'dirty');
       }
@@ -282,6 +288,7 @@ export function createSaver(options) {
     store.setConfirmed(caseId, field, theirs);
     bases.delete(fieldKey(caseId, field));
     if (!store.hasEdit(caseId, field)) return;
+    bases.set(fieldKey(caseId, field), theirs ?? null);
     if (sameValue(theirs, store.editValue(caseId, field))) {
       finish(caseId, field, 'saved'); // someone (maybe our other tab) saved the same value
       return;
@@ -289,7 +296,7 @@ export function createSaver(options) {
     const choice = await onConflict(caseId, field, theirs, store.editValue(caseId, field), by);
     if (!store.hasEdit(caseId, field)) return;
     if (choice === 'mine') {
-      // The next batch sends `expected` = theirs, the value we just saw.
+      // The next batch sends `expected` = theirs, the value the user just saw.
       store.setSaveState(caseId, field, 'dirty');
       persist(caseId, field);
     } else {
@@ -299,7 +306,9 @@ export function createSaver(options) {
 
   /** The user changed a field; the screen already shows `value`. */
   function edit(caseId, field, value) {
-    held.delete(fieldKey(caseId, field));
+    const key = fieldKey(caseId, field);
+    held.delete(key);
+    if (!store.hasEdit(caseId, field) && !bases.has(key)) bases.set(key, store.confirmedValue(caseId, field));
     store.setEdit(caseId, field, value);
     store.setSaveState(caseId, field, 'dirty');
     persist(caseId, field);
@@ -347,7 +356,7 @@ export function createSaver(options) {
       }
       if (store.hasEdit(caseId, field)) continue;
       // The base it was typed against: if the server moved on, the save gets a 409 and the user chooses.
-      if (!sameValue(expected, store.confirmedValue(caseId, field))) bases.set(fieldKey(caseId, field), expected);
+      bases.set(fieldKey(caseId, field), expected === undefined ? store.confirmedValue(caseId, field) : expected);
       store.setEdit(caseId, field, value);
       store.setSaveState(caseId, field, 'dirty');
       touched.add(caseId);
