@@ -315,10 +315,10 @@ class RedisPresenceBackend:
                     if left != -2:
                         return left
                 await self._resync_locked()
-            except DOWN_ERRORS as exc:
+            except Exception as exc:
                 # The stream is closed whatever Redis says; tell Redis once it is back.
                 if not self._dirty:
-                    log.warning("presence: Redis unreachable, will resync later: %r", exc)
+                    log.warning("presence: could not count a stream out, will resync: %r", exc)
                 self._dirty = True
                 return self._mine.get(key, 0)
         return await self._count_or_zero(key)

@@ -1,0 +1,240 @@
+"""Fan-out between processes over Redis pub/sub (DESIGN §1, §4).
+
+One pub/sub connection per process and one channel for every branch: each
+node hears every event, and the ``Broker`` front drops what none of its
+streams wants. A message is a short ASCII header and the event's JSON as it
+goes on the wire::
+
+    b"<branch_id> <event_id or -> <kind> " + data
+
+so the receiving node rebuilds ``Event(branch_id, kind, data, event_id)``
+and frames it once for all its streams.
+
+Pub/sub is the fast path only; it forgets whatever a disconnected subscriber
+missed. The outbox is the truth, so this module never tries to be reliable:
+
+* The listener reconnects with backoff when its connection drops (or stops
+  answering pings), and after every re-subscription awaits
+  ``on_resubscribe()``: the front then reads the missed durable events from
+  the outbox and sends its streams a ``state`` event (locks and presence;
+  ephemeral events sent while we were away are gone, the state replaces them).
+* ``publish`` never raises. When Redis cannot take the event, the event is
+  delivered to this node's own streams directly, the failure is logged and
+  counted (``publish_failures``), and other nodes repair from the outbox: the
+  next event they see leaves a gap in the branch's ids, or their own
+  re-subscription reads it. A save that already committed must not fail
+  because the fast path is down (DESIGN §3: acknowledged means durable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from ..events import Event
+from ..redisconn import DOWN_ERRORS, KEY_PREFIX, connect, redact
+from .base import OnEvent, OnResubscribe
+
+__all__ = ["CHANNEL", "RedisBrokerBackend", "decode_message", "encode_message"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = f"{KEY_PREFIX}:events"
+RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+PING_EVERY = 1.0  # seconds between pings on an idle subscription
+DEAD_AFTER = 5.0  # no message nor pong for this long: the connection is dead
+PUBLISH_TIMEOUT = 1.0
+
+
+def encode_message(event: Event) -> bytes:
+    event_id = b"-" if event.event_id is None else str(event.event_id).encode()
+    return b"%d %s %s " % (event.branch_id, event_id, event.kind.encode()) + event.data
+
+
+def decode_message(raw: bytes) -> Event:
+    """The inverse of ``encode_message``; ``ValueError`` for anything else."""
+    branch, event_id, kind, data = raw.split(b" ", 3)
+    return Event(int(branch), kind.decode(), data, None if event_id == b"-" else int(event_id))
+
+
+class RedisBrokerBackend:
+    def __init__(self, url: str, *, channel: str = CHANNEL) -> None:
+        self.url = url
+        self.channel = channel
+        self.publish_failures = 0
+        self.resubscribes = 0
+        self._client: Redis | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None
+        self._on_event: OnEvent | None = None
+        self._on_resubscribe: OnResubscribe | None = None
+        self._subscribed = False
+        self._outage_logged = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def connect(self, on_event: OnEvent, on_resubscribe: OnResubscribe) -> None:
+        """Subscribe now (so a Redis missing at start is an error), then listen."""
+        self._on_event = on_event
+        self._on_resubscribe = on_resubscribe
+        self._client = connect(self.url)
+        try:
+            pubsub = await self._subscribe()
+        except DOWN_ERRORS as exc:
+            await self._client.aclose()
+            self._client = None
+            raise RuntimeError(
+                f"cannot reach Redis at {redact(self.url)} (WARRANTYSYNC_REDIS_URL): {exc}"
+            ) from exc
+        self._listener = asyncio.get_running_loop().create_task(
+            self._listen(pubsub), name="redis-broker-listener"
+        )
+
+    async def disconnect(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        self._subscribed = False
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def healthy(self) -> bool:
+        """Redis answers a PING within a second and our subscription is live."""
+        if self._client is None:
+            return False
+        try:
+            async with asyncio.timeout(1.0):
+                await self._client.ping()
+        except DOWN_ERRORS:
+            return False
+        return self._subscribed
+
+    # -- publishing ------------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        if self._client is None:
+            return
+        if self._subscribed:
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT):
+                    await self._client.publish(self.channel, encode_message(event))
+                return
+            except DOWN_ERRORS as exc:
+                self._note_outage(f"publishing failed: {exc!r}")
+        # Redis cannot carry it: our own streams still get it now; other nodes
+        # read durable events from the outbox, and get `state` for the rest.
+        self.publish_failures += 1
+        self._deliver(event)
+
+    # -- listening -------------------------------------------------------------
+
+    async def _subscribe(self) -> PubSub:
+        assert self._client is not None
+        pubsub = self._client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            # The confirmation proves the connection works end to end.
+            async with asyncio.timeout(DEAD_AFTER):
+                while True:
+                    message = await pubsub.get_message(timeout=DEAD_AFTER)
+                    if message is None:
+                        raise TimeoutError("Redis did not confirm the subscription")
+                    if message.get("type") == "subscribe":
+                        break
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        self._pubsub = pubsub
+        self._subscribed = True
+        return pubsub
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        while True:
+            try:
+                await self._pump(pubsub)
+            except DOWN_ERRORS as exc:
+                self._note_outage(f"subscription lost: {exc!r}")
+            except Exception:
+                log.exception("Redis event listener failed; reconnecting")
+            self._subscribed = False
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            pubsub = await self._resubscribe()
+            self.resubscribes += 1
+            self._outage_logged = False
+            log.info("re-subscribed to Redis at %s", redact(self.url))
+            if self._on_resubscribe is not None:
+                try:
+                    await self._on_resubscribe()
+                except Exception:
+                    log.exception("catching up after re-subscribing failed")
+
+    async def _resubscribe(self) -> PubSub:
+        attempt = 0
+        while True:
+            base = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+            await asyncio.sleep(base * random.uniform(0.5, 1.0))
+            attempt += 1
+            try:
+                return await self._subscribe()
+            except DOWN_ERRORS:
+                continue
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        """Deliver messages until the connection fails or stops answering pings."""
+        loop = asyncio.get_running_loop()
+        last_seen = loop.time()
+        next_ping = last_seen + PING_EVERY
+        while True:
+            message: dict[str, Any] | None = await pubsub.get_message(timeout=PING_EVERY)
+            now = loop.time()
+            if message is not None:
+                last_seen = now
+                if message.get("type") == "message":
+                    self._dispatch(message["data"])
+            if now >= next_ping:
+                if now - last_seen > DEAD_AFTER:
+                    raise TimeoutError(f"no answer from Redis for {DEAD_AFTER:g} s")
+                await pubsub.ping()
+                next_ping = now + PING_EVERY
+
+    def _dispatch(self, raw: bytes) -> None:
+        try:
+            event = decode_message(raw)
+        except ValueError:
+            log.warning("dropping a malformed message on %s: %r", self.channel, raw[:80])
+            return
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("delivering %s of branch %s failed", event.kind, event.branch_id)
+
+    def _note_outage(self, detail: str) -> None:
+        # Once per outage: an unreachable Redis must not flood the log per event.
+        if not self._outage_logged:
+            self._outage_logged = True
+            log.warning(
+                "Redis at %s unavailable (%s); events reach other nodes through the outbox"
+                " until it is back",
+                redact(self.url),
+                detail,
+            )
