@@ -12,7 +12,7 @@ PORT ?= 8000
 INSTALLED := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
 
-.PHONY: run test check lint-fix clean
+.PHONY: run test check lint-fix clean bench fuzz faults
 
 ## run: install, migrate, load demo data (only into an empty database), serve
 run: $(INSTALLED)
@@ -36,6 +36,23 @@ check: $(INSTALLED_TEST)
 lint-fix: $(INSTALLED_TEST)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## bench: warrantysync beside its peers (docs/performance.md); QUICK=1 for a ~3-minute run.
+## Bench-only tools go into $(VENV) and bench/peers/node, never into the package.
+BENCH_PY := python-socketio sse-starlette matplotlib py-spy
+bench: $(INSTALLED_TEST)
+	$(BIN)/python -m pip install --disable-pip-version-check -q $(BENCH_PY)
+	cd bench/peers/node && npm install --no-package-lock --no-audit --no-fund --silent
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+
+## fuzz: the long fuzzing pass (schemathesis + hypothesis; `make test` runs a short one)
+fuzz: $(INSTALLED_TEST)
+	WARRANTYSYNC_FUZZ_SCALE=long $(BIN)/pytest tests/security/test_security_fuzz.py
+
+## faults: the long fault suite (10,000-cycle soak, minutes of injected faults)
+faults: $(INSTALLED_TEST)
+	bash scripts/install-test-system-deps.sh
+	WARRANTYSYNC_FAULT_SCALE=long $(BIN)/pytest -s tests/faults
 
 ## clean: remove build output and tool caches (keeps $(VENV) and any database)
 clean:

@@ -85,6 +85,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "rate_limit_writes": "off",
         "rate_limit_locks": "off",
         "rate_limit_login": "off",
+        "rate_limit_ip": "off",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -153,6 +154,7 @@ LIVE_ENV = {
     "WARRANTYSYNC_RATE_LIMIT_WRITES": "off",
     "WARRANTYSYNC_RATE_LIMIT_LOCKS": "off",
     "WARRANTYSYNC_RATE_LIMIT_LOGIN": "off",
+    "WARRANTYSYNC_RATE_LIMIT_IP": "off",
     "WARRANTYSYNC_HEARTBEAT_INTERVAL": "1",
     "WARRANTYSYNC_LOCK_TTL": "3",
     "WARRANTYSYNC_DISCONNECT_GRACE": "0.5",

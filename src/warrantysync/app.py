@@ -25,8 +25,9 @@ from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
 from .storage.db import Database
 from .web import errors as web_errors
+from .web import openapi as web_openapi
 from .web.routes import auth, cases, events, health, locks, pages
-from .web.security import EdgeHeaders
+from .web.security import EdgeHeaders, PerIpLimit
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
@@ -34,7 +35,7 @@ SWEEP_EVERY = 3600.0
 
 
 async def build_services(settings: Settings) -> Services:
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, timeout=settings.database_timeout)
     metrics = Metrics()
     broker = Broker(
         make_broker_backend(settings.redis_url),
@@ -82,6 +83,7 @@ async def build_services(settings: Settings) -> Services:
             writes=settings.rate_limit_writes,
             locks=settings.rate_limit_locks,
             login=settings.rate_limit_login,
+            ip=settings.rate_limit_ip,
             metrics=metrics,
         ),
     )
@@ -166,7 +168,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web_errors.install(app)
     for module in (auth, cases, locks, events, health, pages):
         app.include_router(module.router)
+    web_openapi.install(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # The last added runs first: the headers also go on a per-IP 429.
+    app.add_middleware(PerIpLimit)
     app.add_middleware(EdgeHeaders, session_ttl=settings.session_ttl)
     return app
 

@@ -40,7 +40,7 @@ def _with_db(work: Callable[[Database], Awaitable[T]]) -> T:
     settings = _settings()
 
     async def main() -> T:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, timeout=settings.database_timeout)
         try:
             return await work(db)
         finally:

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WARRANTYSYNC_", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./warrantysync.db"
+    database_timeout: float = Field(10, gt=0)
     redis_url: str | None = None
     secret_key: str = ""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     rate_limit_writes: str = "30/second;1200/minute"
     rate_limit_locks: str = "30/second"
     rate_limit_login: str = "5/15minutes;50/15minutes"
+    rate_limit_ip: str = "60/second;3000/minute"
     shutdown_grace: float = Field(10, ge=0)
     stream_buffer: int = Field(512, gt=0)
     send_timeout: float = Field(10, gt=0)

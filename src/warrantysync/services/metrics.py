@@ -7,6 +7,8 @@ answers ``render()`` with ``CONTENT_TYPE``.
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -28,6 +30,12 @@ class Metrics:
         self.streams_open = Gauge(
             "warrantysync_streams_open", "Event streams open on this process", registry=r
         )
+        # Counted when scraped: a number that keeps growing while traffic is
+        # steady is a task leak (the soak test watches it).
+        self.asyncio_tasks = Gauge(
+            "warrantysync_asyncio_tasks", "asyncio tasks alive in this process", registry=r
+        )
+        self.asyncio_tasks.set_function(_task_count)
         self.events_published = Counter(
             "warrantysync_events_published",
             "Events handed to subscribers, by event name",
@@ -75,3 +83,10 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # rendered outside the event loop
+        return 0.0

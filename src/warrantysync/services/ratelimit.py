@@ -1,4 +1,4 @@
-"""Rate limits for writes, lock calls and failed logins, on the ``limits`` library.
+"""Rate limits for writes, lock calls, failed logins and requests per IP, on ``limits``.
 
 Settings use the ``limits`` string notation, several limits joined by ``;``
 (all must hold), or ``off``:
@@ -11,6 +11,10 @@ Settings use the ``limits`` string notation, several limits joined by ``;``
   (``login_failed``); an attempt refused with 429 counts for nothing, and
   while either the account or the IP is exhausted every attempt is refused,
   the right password included (``check_login`` before checking it).
+* ``RATE_LIMIT_IP`` (``60/second;3000/minute``): every request per client IP
+  (``hit_ip``; the IP is the peer, or the ``X-Forwarded-For`` client when the
+  peer is a trusted proxy). Generous on purpose: a whole branch office often
+  shares one NAT address; this limit stops floods, the per-user ones shape use.
 
 Windows are moving windows, so ``retry_after`` is exactly when the oldest
 counted hit leaves the window. Storage is in-process (``memory://``) by
@@ -81,10 +85,12 @@ class RateLimits:
         writes: str,
         locks: str,
         login: str,
+        ip: str = "off",
         metrics: Metrics | None = None,
     ) -> None:
         self._writes = parse_setting(writes)
         self._locks = parse_setting(locks)
+        self._ip = parse_setting(ip)
         login_items = parse_setting(login)
         if len(login_items) > 2:
             raise ValueError(f"invalid login rate limit {login!r}: '<per account>;<per IP>'")
@@ -114,6 +120,14 @@ class RateLimits:
     async def hit_lock(self, user_id: int) -> None:
         """Count a lock PUT/DELETE; ``RateLimited`` when the user is over the limit."""
         await self._hit_open(self._locks, "locks", str(user_id), "too many lock requests")
+
+    @property
+    def limits_ips(self) -> bool:
+        return bool(self._ip)
+
+    async def hit_ip(self, ip: str) -> None:
+        """Count one request from ``ip``; ``RateLimited`` when the IP is over the limit."""
+        await self._hit_open(self._ip, "ip", ip, "too many requests from your address")
 
     async def check_login(self, email: str, ip: str) -> None:
         """Refuse (without counting) a login while the account or the IP is exhausted."""

@@ -10,6 +10,7 @@ case and one branch.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
 from ..errors import Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+DEFAULT_TIMEOUT = 10.0  # seconds; WARRANTYSYNC_DATABASE_TIMEOUT
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -64,8 +66,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 class Database:
     """Owns the engine; hands out read and write sessions."""
 
-    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT, **engine_kwargs: Any) -> None:
         self.url = url
+        # A database that stops answering (a frozen host, a dead network path)
+        # leaves queries hanging with the socket still open; without a deadline
+        # every request would hang with it instead of answering 503.
+        self.timeout = timeout
         self.engine = create_engine(url, **engine_kwargs)
         self.dialect = self.engine.dialect.name
         self._read = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -76,8 +82,10 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         try:
-            async with self._read() as session:
+            async with asyncio.timeout(self.timeout), self._read() as session:
                 yield session
+        except TimeoutError as exc:
+            raise _too_slow() from exc
         except (OperationalError, DBAPIError) as exc:
             if _is_unavailable(exc):
                 raise Unavailable("the database is not reachable right now") from exc
@@ -99,19 +107,27 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A transaction that commits when the block ends without error."""
         try:
-            async with self._write() as session, session.begin():
+            async with asyncio.timeout(self.timeout), self._write() as session, session.begin():
                 yield session
+        except TimeoutError as exc:
+            # The commit's outcome is unknown: the caller answers 503, and a
+            # retry with the same Idempotency-Key finds out which it was.
+            raise _too_slow() from exc
         except (OperationalError, DBAPIError) as exc:
             if _is_unavailable(exc):
                 raise Unavailable("the database is not reachable right now") from exc
             raise
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
+        async with asyncio.timeout(self.timeout), self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _too_slow() -> Unavailable:
+    return Unavailable("the database did not answer in time", retry_after=2)
 
 
 def _is_unavailable(exc: DBAPIError) -> bool:

@@ -1,4 +1,4 @@
-"""Security headers and the sliding session cookie, as one pure ASGI middleware.
+"""Edge middleware: security headers, the sliding session cookie, the per-IP limit.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so the event stream is never buffered
 or wrapped in an extra task: the only cost per stream is one header merge
@@ -12,7 +12,9 @@ from http.cookies import SimpleCookie
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import RateLimited
 from .deps import SESSION_COOKIE
+from .errors import error_response
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -66,3 +68,33 @@ class EdgeHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# Load balancers probe these, and static files are cheap and cached: the
+# per-IP limit would only get in the way there.
+IP_LIMIT_EXEMPT = ("/static/", "/healthz", "/readyz", "/metrics")
+
+
+class PerIpLimit:
+    """Counts every other request against ``RATE_LIMIT_IP`` for the client's IP.
+
+    The event stream counts too: connecting is the costliest request (a
+    replay), and reconnects after a deploy are already spread by jitter. The
+    IP is ``scope["client"]``, which uvicorn's proxy-headers support has set to
+    the ``X-Forwarded-For`` client when the peer is a trusted proxy.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(IP_LIMIT_EXEMPT):
+            services = getattr(scope["app"].state, "services", None)
+            if services is not None and services.limits.limits_ips:
+                client = scope.get("client")
+                try:
+                    await services.limits.hit_ip(client[0] if client else "unknown")
+                except RateLimited as exc:
+                    await error_response(exc)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
