@@ -3,7 +3,9 @@
 ``encode`` is the one place an event becomes bytes (``text/event-stream``
 framing); the broker calls it once per event and writes the same bytes to
 every subscriber. Data is always single-line JSON (orjson never emits a
-newline), so one ``data:`` line is enough.
+newline), so one ``data:`` line is enough. ``Event.chunk`` is the same frame
+already wrapped as one HTTP/1.1 chunk, so a stream written straight to its
+socket (``web/sse.py``) costs no per-connection encoding either.
 """
 
 from __future__ import annotations
@@ -45,22 +47,30 @@ def encode(kind: str, data: bytes, event_id: int | None = None) -> bytes:
     )
 
 
+def chunked(frame: bytes) -> bytes:
+    """``frame`` as one chunk of a ``Transfer-Encoding: chunked`` body."""
+    return b"%x\r\n%b\r\n" % (len(frame), frame)
+
+
 def retry_frame(ms: int) -> bytes:
     return b"retry: " + str(ms).encode() + b"\n\n"
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """An event on its way to subscribers; ``frame`` is computed once."""
+    """An event on its way to subscribers; ``frame`` and ``chunk`` are computed once."""
 
     branch_id: int
     kind: str
     data: bytes
     event_id: int | None = None
     frame: bytes = field(init=False, repr=False, compare=False)
+    chunk: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "frame", encode(self.kind, self.data, self.event_id))
+        frame = encode(self.kind, self.data, self.event_id)
+        object.__setattr__(self, "frame", frame)
+        object.__setattr__(self, "chunk", chunked(frame))
 
     @classmethod
     def of(cls, branch_id: int, kind: str, payload: Any, event_id: int | None = None) -> Event:

@@ -70,6 +70,7 @@ class Stream:
             on_slow=self._count_slow,
         )
         self._opened = False
+        self._caught_up = 0
 
     def _count_slow(self, dropped: int) -> None:
         self.broker.metrics.slow_subscriber_disconnects.inc()
@@ -102,25 +103,39 @@ class Stream:
 
     async def frames(self) -> AsyncGenerator[bytes, None]:
         """Everything to write, in order; batches what arrived together."""
-        yield retry_frame(RETRY_MS)
-        try:
-            caught_up, head_frames = await self._catch_up()
-        except Overloaded:
-            yield goodbye_frame("overloaded", OVERLOAD_RETRY_MS)
+        opening, live = await self.opening()
+        yield opening
+        if not live:
             return
-        yield b"".join(head_frames) + await self._ready(caught_up)
         sub = self.subscriber
         while True:
             await sub.wait()
-            batch = [
-                frame for event_id, frame in sub.drain() if event_id is None or event_id > caught_up
-            ]
-            if sub.final_frame is not None:
-                batch.append(sub.final_frame)
+            batch, finished = self.take()
             if batch:
-                yield b"".join(batch)
-            if sub.closed:
+                yield batch
+            if finished:
                 return
+
+    async def opening(self) -> tuple[bytes, bool]:
+        """``retry``, the replay and ``ready`` in one write; False: the stream ends there."""
+        retry = retry_frame(RETRY_MS)
+        try:
+            self._caught_up, head_frames = await self._catch_up()
+        except Overloaded:
+            return retry + goodbye_frame("overloaded", OVERLOAD_RETRY_MS), False
+        return retry + b"".join(head_frames) + await self._ready(self._caught_up), True
+
+    def take(self) -> tuple[bytes, bool]:
+        """What the subscriber queued (minus what the replay already sent); True: ended."""
+        sub = self.subscriber
+        caught_up = self._caught_up
+        batch = [
+            frame for event_id, frame in sub.drain() if event_id is None or event_id > caught_up
+        ]
+        if sub.final_frame is not None:
+            batch.append(sub.final_frame)
+            sub.final_frame = None
+        return b"".join(batch), sub.closed
 
     async def _catch_up(self) -> tuple[int, list[bytes]]:
         """Replay after the resume id; returns (caught-up id, frames to send)."""

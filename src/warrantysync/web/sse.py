@@ -2,14 +2,28 @@
 
 Modelled on sse-starlette's ``EventSourceResponse`` (a writer plus a
 disconnect watcher; whichever ends first ends the other), with deliberate
-divergences for fan-out at scale:
+divergences for fan-out at scale (issue 7, ``docs/performance.md``):
 
 * no ping task per stream — heartbeats are real ``heartbeat`` events pushed
   by one process-wide timer, because SSE comments never reach EventSource
   listeners and the client's watchdog must see them;
 * frames arrive already encoded (once per event, shared by all streams);
-* each write has a send timeout: a client whose socket stops draining is cut
-  off instead of pinning memory (uvicorn's ``send`` waits on flow control);
+* each queued write has a send timeout: a client whose socket stops draining
+  is cut off instead of pinning memory (uvicorn's ``send`` waits on flow
+  control);
+* **direct writes under uvicorn's httptools protocol.** Once ``ready`` is
+  out, an idle stream hands its subscriber a writer that puts each event's
+  pre-chunked bytes straight onto the connection's transport, so a delivery
+  is one socket write: no task wake-up, no ASGI ``send`` through the
+  middleware chain, no timer. It only writes while uvicorn's flow control
+  says the socket takes data and nothing is queued; otherwise frames queue
+  and this request's own task sends them through ASGI ``send`` with the
+  timeout, as below. Body bytes skip the middlewares, which only touch the
+  response start (no compression on this route, DESIGN §4). The same task
+  watches for the disconnect by awaiting ``receive()`` itself, so there is no
+  watcher task either; the subscriber wakes it by setting the cycle's
+  message event. Any other server (h11, the test harnesses) gets the plain
+  ASGI path: a watcher task and one ``send`` per batch;
 * shutdown does not depend on uvicorn's ``should_exit`` monkeypatching
   (sse-starlette issue #152 and friends): the server's exit handler tells the
   broker, which closes every stream with a ``goodbye`` frame.
@@ -20,10 +34,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ..services.broker.subscriber import Writer
 from ..services.streams import Stream
 
 HEADERS = [
@@ -32,6 +48,22 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),
     (b"connection", b"keep-alive"),
 ]
+
+_HttpToolsCycle: Any
+try:
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as _HttpToolsCycle
+except ImportError:  # pragma: no cover - httptools not installed
+    _HttpToolsCycle = None
+
+
+_CYCLE_ATTRIBUTES = (
+    "chunked_encoding",
+    "scope",
+    "transport",
+    "flow",
+    "disconnected",
+    "message_event",
+)
 
 
 class EventStreamResponse(Response):
@@ -46,19 +78,13 @@ class EventStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = self.stream.subscriber
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, sub.close))
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": self.raw_headers,
-                }
-            )
-            async with contextlib.aclosing(self.stream.frames()) as frames:
-                async for chunk in frames:
-                    async with asyncio.timeout(self.send_timeout):
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            cycle = _direct_cycle(receive)
+            if cycle is None:
+                await self._serve_asgi(receive, send)
+            else:
+                await self._serve_direct(cycle, receive, send)
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(self.send_timeout):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -69,8 +95,71 @@ class EventStreamResponse(Response):
         except OSError:
             sub.close("disconnected")
         finally:
-            watcher.cancel()
+            sub.writer = None
+            sub.poke = None
             await self.stream.close()
+
+    async def _send(self, send: Send, body: bytes) -> None:
+        async with asyncio.timeout(self.send_timeout):
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _serve_asgi(self, receive: Receive, send: Send) -> None:
+        sub = self.stream.subscriber
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, sub.close))
+        try:
+            async with contextlib.aclosing(self.stream.frames()) as frames:
+                async for chunk in frames:
+                    await self._send(send, chunk)
+        finally:
+            watcher.cancel()
+
+    async def _serve_direct(self, cycle: Any, receive: Receive, send: Send) -> None:
+        stream, sub = self.stream, self.stream.subscriber
+        opening, live = await stream.opening()
+        await self._send(send, opening)
+        if not live:
+            return
+        writer = _writer(cycle)
+        sub.poke = cycle.message_event.set
+        while True:
+            batch, finished = stream.take()
+            if batch:
+                await self._send(send, batch)
+            if finished:
+                return
+            if sub.queued:
+                continue  # more arrived while that send waited for the socket
+            sub.writer = writer
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                sub.close("disconnected")
+
+
+def _direct_cycle(receive: Receive) -> Any:
+    """uvicorn's httptools request cycle behind ``receive``, when direct writes are safe."""
+    cycle: Any = getattr(receive, "__self__", None)
+    if _HttpToolsCycle is None or type(cycle) is not _HttpToolsCycle:
+        return None
+    # uvicorn internals, checked rather than assumed: a release that renames
+    # them quietly gets the plain ASGI path instead of an AttributeError.
+    if not all(hasattr(cycle, name) for name in _CYCLE_ATTRIBUTES):
+        return None
+    if cycle.chunked_encoding is not True or cycle.scope.get("method") != "GET":
+        return None
+    return cycle
+
+
+def _writer(cycle: Any) -> Writer:
+    transport = cycle.transport
+    flow = cycle.flow
+
+    def write(chunk: bytes) -> bool:
+        if flow.write_paused or cycle.disconnected:
+            return False
+        transport.write(chunk)
+        return True
+
+    return write
 
 
 async def _watch_disconnect(receive: Receive, close: Callable[[str], None]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from ...jsonutil import dumps
 from ...storage import outbox
 from ...storage.db import Database
-from ..events import GOODBYE, HEARTBEAT, STATE, SYNC_REQUIRED, Event, encode
+from ..events import GOODBYE, HEARTBEAT, PRESENCE, STATE, SYNC_REQUIRED, Event, encode
 from ..metrics import Metrics
 from .base import BrokerBackend
 from .subscriber import Subscriber
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 GAP_WAIT = 0.2  # seconds an out-of-order event waits for the missing one
 GAP_ATTEMPTS = 10
+PRESENCE_MIN_WAIT = 0.02  # seconds a presence event waits for newer ones
+PRESENCE_MAX_WAIT = 1.0
 StateProvider = Callable[[int], Awaitable[dict[str, Any]]]
 
 
@@ -43,6 +45,7 @@ class _Branch:
     delivered: int | None = None  # the contiguous delivered id
     pending: dict[int, Event] = field(default_factory=dict)
     gap_task: asyncio.Task[None] | None = None
+    presence: Event | None = None  # the newest, waiting out a burst of joins and leaves
 
 
 class Overloaded(Exception):
@@ -201,8 +204,39 @@ class Broker:
         if event.event_id is not None:
             branch.ring.append(event)
             branch.delivered = event.event_id
+        elif event.kind == PRESENCE and branch.subscribers:
+            self._coalesce_presence(branch, event)
+            return
+        self._push_all(branch, event)
+
+    @staticmethod
+    def _push_all(branch: _Branch, event: Event) -> None:
+        """The fan-out loop: per stream, one direct socket write or one queue append."""
+        frame, event_id, chunk = event.frame, event.event_id, event.chunk
         for sub in tuple(branch.subscribers):
-            sub.push(event.frame, event.event_id)
+            writer = sub.writer  # inlined fast path of Subscriber.push
+            if writer is None or not writer(chunk):
+                sub.push(frame, event_id, chunk)
+
+    def _coalesce_presence(self, branch: _Branch, event: Event) -> None:
+        """Deliver only the newest ``presence`` of a burst (each is the complete list).
+
+        Every join and leave publishes one, so N streams connecting at once
+        (a deploy, a reconnect storm) would otherwise cost N² writes. The
+        wait grows with the audience: a small branch sees changes within
+        ``PRESENCE_MIN_WAIT``, a branch of 10,000 within about a second.
+        """
+        pending = branch.presence is not None
+        branch.presence = event
+        if pending:
+            return
+        wait = min(PRESENCE_MAX_WAIT, max(PRESENCE_MIN_WAIT, len(branch.subscribers) * 1e-4))
+        asyncio.get_running_loop().call_later(wait, self._flush_presence, branch)
+
+    def _flush_presence(self, branch: _Branch) -> None:
+        event, branch.presence = branch.presence, None
+        if event is not None:
+            self._push_all(branch, event)
 
     def _drain_pending(self, branch: _Branch) -> None:
         while branch.delivered is not None and branch.delivered + 1 in branch.pending:
@@ -250,16 +284,16 @@ class Broker:
 
     def heartbeat(self) -> int:
         """One heartbeat frame per branch, the same bytes to each subscriber."""
-        now = time.time()
+        # Milliseconds are all a client's clock check needs; every byte of an
+        # idle stream's heartbeat is paid by every stream, every interval.
+        now = round(time.time(), 3)
         sent = 0
         for branch_id, branch in self._branches.items():
             if not branch.subscribers:
                 continue
             payload = {"server_time": now, "last_event_id": str(branch.delivered or 0)}
-            event = Event.of(branch_id, HEARTBEAT, payload)
-            for sub in tuple(branch.subscribers):
-                sub.push(event.frame)
-                sent += 1
+            self._push_all(branch, Event.of(branch_id, HEARTBEAT, payload))
+            sent += len(branch.subscribers)
         return sent
 
 
