@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import Unavailable
 from ..jsonutil import dumps
 from ..storage import outbox
 from .accounts import Principal
@@ -121,7 +122,7 @@ class Stream:
         retry = retry_frame(RETRY_MS)
         try:
             self._caught_up, head_frames = await self._catch_up()
-        except Overloaded:
+        except (Overloaded, Unavailable):
             return retry + goodbye_frame("overloaded", OVERLOAD_RETRY_MS), False
         return retry + b"".join(head_frames) + await self._ready(self._caught_up), True
 

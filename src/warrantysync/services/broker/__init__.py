@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...errors import Unavailable
 from ...jsonutil import dumps
 from ...storage import outbox
 from ...storage.db import Database
@@ -169,7 +170,9 @@ class Broker:
                     rows = await outbox.events_after(
                         session, branch_id=branch_id, after=after, limit=self.replay_window
                     )
-        except TimeoutError:
+        except (TimeoutError, Unavailable):
+            # Over the deadline, or the database itself gave up first
+            # (DATABASE_TIMEOUT): either way, "come back later" with jitter.
             self.metrics.replays.labels(source="refused").inc()
             raise Overloaded("replay could not be served in time") from None
         self.metrics.replays.labels(source="database").inc()
