@@ -89,9 +89,9 @@ class EventStreamResponse(Response):
                 async with asyncio.timeout(self.send_timeout):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
-            if not sub.closed:  # a full buffer already counted it
-                self.stream.broker.metrics.slow_subscriber_disconnects.inc()
-            sub.close("slow")
+            # The batch stuck in the socket is lost too; a full buffer that
+            # closed the stream first has already been counted (close is once).
+            sub.close("slow", lost=1)
         except OSError:
             sub.close("disconnected")
         finally:

@@ -84,20 +84,22 @@ class Subscriber:
         if writer is not None and writer(chunked(frame) if chunk is None else chunk):
             return
         if len(self._frames) >= self.max_frames:
-            if self._on_slow is not None:
-                self._on_slow(len(self._frames) + 1)  # everything queued, and this one
-            self.close("slow")
+            self.close("slow", lost=1)  # everything queued, and this one
             return
         self._frames.append((event_id, frame))
         self._wakeup()
 
-    def close(self, reason: str, final_frame: bytes | None = None) -> None:
+    def close(self, reason: str, final_frame: bytes | None = None, *, lost: int = 0) -> None:
+        """End the stream. ``slow`` also drops what is queued (plus ``lost``
+        frames already taken out of the queue) and reports that count once."""
         if self.close_reason is None:
             self.close_reason = reason
             self.final_frame = final_frame
             self.writer = None
             if reason == "slow":
                 # Nothing queued will help a client that will resume anyway.
+                if self._on_slow is not None:
+                    self._on_slow(len(self._frames) + lost)
                 self._frames.clear()
         self._wakeup()
 
