@@ -312,6 +312,27 @@ async def test_2_a_field_being_edited_is_locked_for_the_other_until_blur(
     )
 
 
+async def test_a_manager_can_take_a_lock_away(live_factory: LiveFactory, windows: Opener) -> None:
+    server, world = live_factory(lock_ttl="30")
+    phone = world.cases["phone"]
+    alice, dave = await open_pair(windows, server, world, "alice", "dave")
+
+    await alice.control(phone, "notes").click()
+    cell = dave.cell(phone, "notes")
+    await expect(cell).to_have_attribute("data-locked-by", "Alice Johnson", timeout=WAIT_MS)
+    release = cell.locator("button.lock-release")
+    await expect(release).to_be_visible()
+    await release.click()
+    # Freed for everyone long before the 30 s TTL; Dave can edit at once.
+    await expect(cell).not_to_have_attribute("data-locked-by", "Alice Johnson", timeout=WAIT_MS)
+    await expect(dave.control(phone, "notes")).to_be_enabled()
+    # An editor's badge stays a plain marker, not a button.
+    await dave.control(phone, "notes").click()
+    badge = alice.cell(phone, "notes").locator(".lock-badge")
+    await expect(badge).to_be_visible(timeout=WAIT_MS)
+    await expect(alice.cell(phone, "notes").locator("button.lock-release")).to_have_count(0)
+
+
 async def test_3_typing_fast_sends_exactly_one_save_after_the_pause(
     live_factory: LiveFactory, windows: Opener
 ) -> None:

@@ -79,6 +79,21 @@ describe('locks', () => {
     assert.equal(locks.holds(1, 'notes'), false);
   });
 
+  test('an expired lock is taken back while focused, a forced release is not', async () => {
+    const { clock, http, locks, lost } = setup(grant);
+    await locks.acquire(1, 'notes');
+    const me = { case_id: 1, field: 'notes', user: { id: 1, name: 'Me' }, client_id: 'tab-1' };
+    locks.handleEvent('lock-released', { ...me, reason: 'expired' });
+    await settle();
+    assert.equal(http.calls.filter((c) => c.method === 'PUT').length, 2, 'expired: re-acquired');
+    locks.handleEvent('lock-released', { ...me, reason: 'forced' });
+    await settle();
+    await clock.tick(RENEW * 2);
+    assert.equal(http.calls.filter((c) => c.method === 'PUT').length, 2, 'forced: left alone');
+    assert.equal(locks.holds(1, 'notes'), false);
+    assert.deepEqual(lost, [[1, 'notes', null, 'forced']]);
+  });
+
   test('a lock missing from ready is taken back while still focused', async () => {
     const { http, locks } = setup(grant);
     await locks.acquire(1, 'notes');

@@ -177,7 +177,12 @@ export function createLocks(options) {
         const e = entries.get(fieldKey(data.case_id, data.field));
         if (e && e.token) {
           e.token = null;
-          if (e.wanted) reacquire(e);
+          if (data.reason === 'forced') {
+            // A manager took it away on purpose: grabbing it back would defeat that.
+            e.wanted = false;
+            stopRenew(e);
+            onLost(e.caseId, e.field, null, 'forced');
+          } else if (e.wanted) reacquire(e);
         }
       }
     },

@@ -83,8 +83,9 @@ function start() {
 
   const locks = createLocks({
     api, clientId, renewMs: config.LOCK_RENEW_MS || 10000, ...timers,
-    onLost: (caseId, field, holder) => view.toast(
-      `${holder && holder.name ? holder.name : 'Someone else'} now holds ${FIELD_LABELS[field] || field} of ${caseName(caseId)}. Your text is kept.`, 'warning'),
+    onLost: (caseId, field, holder, reason) => view.toast(reason === 'forced'
+      ? `A manager released your lock on ${FIELD_LABELS[field] || field} of ${caseName(caseId)}. Your text is kept.`
+      : `${holder && holder.name ? holder.name : 'Someone else'} now holds ${FIELD_LABELS[field] || field} of ${caseName(caseId)}. Your text is kept.`, 'warning'),
   });
 
   saver = createSaver({
@@ -142,6 +143,14 @@ function start() {
     blurField(caseId, field) {
       store.clearFocus(caseId, field);
       return locks.release(caseId, field, saver.flush(caseId, field));
+    },
+    async forceRelease(caseId, field) {
+      // A manager's release; everyone (this tab too) hears lock-released "forced".
+      try {
+        await api.del(`/api/cases/${caseId}/locks/${field}`);
+      } catch (error) {
+        view.toast(error.message || 'Could not release the lock', 'error');
+      }
     },
     async createCase(fields) {
       const answer = await api.post(`/api/branches/${branchId}/cases`, fields);

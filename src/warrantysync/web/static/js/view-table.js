@@ -62,8 +62,26 @@ export function decorate(holder, control, caseId, field, ctx) {
     const name = (lock.user && lock.user.name) || 'someone';
     holder.dataset.lockedBy = name;
     holder.title = `Locked by ${name}`;
+    // Managers may take a lock away (DESIGN §2): their badge is a button.
+    const canForce = ctx.role() === 'manager' && typeof ctx.forceRelease === 'function';
+    if (badge && (badge.tagName === 'BUTTON') !== canForce) {
+      badge.remove();
+      badge = null;
+    }
     if (!badge) {
-      badge = h('span', { class: 'lock-badge', 'aria-hidden': 'true' });
+      badge = canForce
+        ? h('button', {
+          type: 'button',
+          class: 'lock-badge lock-release',
+          title: `Release ${name}'s lock`,
+          'aria-label': `Release the lock ${name} holds on this field`,
+          onclick: (event) => {
+            event.preventDefault();
+            event.stopPropagation();
+            ctx.forceRelease(caseId, field);
+          },
+        })
+        : h('span', { class: 'lock-badge', 'aria-hidden': 'true' });
       holder.prepend(badge);
     }
     badge.textContent = `🔒 ${initials(name)}`;

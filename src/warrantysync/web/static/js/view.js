@@ -54,10 +54,12 @@ function buildContext(config, store) {
 
 /**
  * @param {{root: HTMLElement, config: object, store: object, actions: object}} options
- * actions: edit, focusField, blurField, createCase, deleteCase, loadHistory, logout, switchBranch
+ * actions: edit, focusField, blurField, forceRelease, createCase, deleteCase, loadHistory,
+ * logout, switchBranch
  */
 export function createView({ root, config, store, actions }) {
   const ctx = buildContext(config, store);
+  ctx.forceRelease = actions.forceRelease;
   const toasts = createToasts();
   const toast = toasts.show;
   const confirm = createConfirmDialog();
