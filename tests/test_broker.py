@@ -213,3 +213,13 @@ def test_replay_from_any_retained_id_yields_exactly_the_suffix(
         asyncio.run(check(ring_size, seen_live, resume))
 
     property_()
+
+
+def test_an_unknown_broker_scheme_is_named() -> None:
+    import pytest
+
+    from warrantysync.services.broker import make_broker_backend
+
+    assert isinstance(make_broker_backend(None), MemoryBrokerBackend)
+    with pytest.raises(ValueError, match="'kafka'"):
+        make_broker_backend("kafka://queue:9092")

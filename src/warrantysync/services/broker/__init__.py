@@ -25,9 +25,11 @@ from ...errors import Unavailable
 from ...jsonutil import dumps
 from ...storage import outbox
 from ...storage.db import Database
+from ..backends import by_scheme
 from ..events import GOODBYE, HEARTBEAT, PRESENCE, STATE, SYNC_REQUIRED, Event, encode
 from ..metrics import Metrics
 from .base import BrokerBackend
+from .memory import MemoryBrokerBackend
 from .subscriber import Subscriber
 
 log = logging.getLogger(__name__)
@@ -54,15 +56,7 @@ class Overloaded(Exception):
 
 
 def make_broker_backend(url: str | None) -> BrokerBackend:
-    if url is None or url == "memory://":
-        from .memory import MemoryBrokerBackend
-
-        return MemoryBrokerBackend()
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from .redis import RedisBrokerBackend
-
-        return RedisBrokerBackend(url)
-    raise ValueError(f"unsupported broker backend {url!r}: use memory:// or redis://")
+    return by_scheme(url, package=__name__, memory=MemoryBrokerBackend, redis="RedisBrokerBackend")
 
 
 class Broker:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ...errors import Forbidden, LockConflict, LockLost, Unavailable
+from ..backends import by_scheme
 from ..events import LOCK_ACQUIRED, LOCK_RELEASED
 from ..metrics import Metrics
 from .base import Acquired, Lock, LockBackend, Owner
@@ -45,8 +45,6 @@ logger = logging.getLogger(__name__)
 Publish = Callable[[int, str, dict[str, Any]], Awaitable[None]]
 """``publish(branch_id, event_name, payload)``: hand an ephemeral event to the broker."""
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
 
 class _Stop(Protocol):
     def is_set(self) -> bool: ...
@@ -55,17 +53,7 @@ class _Stop(Protocol):
 
 
 def make_lock_backend(url: str | None) -> LockBackend:
-    """``None`` or ``memory://`` → in-process; ``redis://`` (``rediss://``, ``unix://``) → Redis.
-
-    The Redis module is imported only here, so Redis stays an optional extra.
-    """
-    if url is None or url == "memory://":
-        return MemoryLockBackend()
-    if url.startswith(_REDIS_SCHEMES):
-        module = importlib.import_module(".redis", __name__)
-        return cast(LockBackend, module.RedisLockBackend(url))
-    scheme = url.split("://", 1)[0] if "://" in url else url
-    raise ValueError(f"unsupported lock backend scheme {scheme!r}: use memory:// or redis://")
+    return by_scheme(url, package=__name__, memory=MemoryLockBackend, redis="RedisLockBackend")
 
 
 class LockManager:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import anyio
 
 from ...errors import TooManyStreams, Unavailable
+from ..backends import by_scheme
 from ..events import PRESENCE
 from .base import Lapsed, PresenceBackend, Upkeep, Viewer
 from .memory import MemoryPresenceBackend
@@ -43,18 +43,12 @@ ClientGone = Callable[[int, int, str], Awaitable[None]]
 # The most a closing stream waits to be uncounted when the backend hangs.
 _LEAVE_TIMEOUT = 5.0
 _TOO_MANY_RETRY_AFTER = 5
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def make_presence_backend(url: str | None) -> PresenceBackend:
-    """``None`` or ``memory://`` → in-process; ``redis://`` (``rediss://``, ``unix://``) → Redis."""
-    if url is None or url == "memory://":
-        return MemoryPresenceBackend()
-    if url.startswith(_REDIS_SCHEMES):
-        module = importlib.import_module(".redis", __name__)
-        return cast(PresenceBackend, module.RedisPresenceBackend(url))
-    scheme = url.split("://", 1)[0] if "://" in url else url
-    raise ValueError(f"unsupported presence backend scheme {scheme!r}: use memory:// or redis://")
+    return by_scheme(
+        url, package=__name__, memory=MemoryPresenceBackend, redis="RedisPresenceBackend"
+    )
 
 
 class Presence:
