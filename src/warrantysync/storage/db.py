@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ..errors import Unavailable
+from . import sqlite
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 DEFAULT_TIMEOUT = 10.0  # seconds; WARRANTYSYNC_DATABASE_TIMEOUT
@@ -53,7 +54,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, **kwargs)
+        engine = create_async_engine(url, **{**sqlite.engine_options(url), **kwargs})
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)

@@ -21,7 +21,9 @@ MAX_BODY = 64 * 1024
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain `def` dependency in its thread
+    # pool, a thread hop on every request for one attribute lookup.
     services: Services = request.app.state.services
     return services
 
