@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -201,6 +202,39 @@ def test_assignee() -> None:
     for bad in ("1", 1.5, True, [1]):
         error = refused({"assignee_id": bad})
         assert error.extra == {"field": "assignee_id", "rule": "type"}, bad
+
+
+class _Unreadable:
+    """A context whose every attribute read fails the test."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the rule read ctx.{name}")
+
+
+VALID = {
+    "customer_name": "Ann",
+    "customer_phone": "+1 555",
+    "customer_email": "ann@example.com",
+    "product": "Phone",
+    "serial_number": "SN1",
+    "purchase_date": "2020-01-01",
+    "issue": "cracked",
+    "status": "new",
+    "priority": "low",
+    "assignee_id": 1,
+    "notes": "n",
+}
+
+
+def test_only_the_context_fields_read_the_context() -> None:
+    # PATCH skips the queries that build the context unless one of these changes.
+    unreadable = cast(F.Context, _Unreadable())
+    assert set(VALID) == F.EDITABLE
+    for field in F.EDITABLE - F.CONTEXT_FIELDS:
+        F.validate({field: VALID[field]}, unreadable)
+    for field in F.CONTEXT_FIELDS:
+        with pytest.raises(AssertionError, match="the rule read ctx"):
+            F.validate({field: VALID[field]}, unreadable)
 
 
 def test_unknown_and_read_only_field_names() -> None:

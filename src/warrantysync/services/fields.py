@@ -121,6 +121,9 @@ RULES: Mapping[str, Callable[[str, Any, Context], Any]] = {
     "notes": _text(5000, trim=False),
 }
 EDITABLE = frozenset(RULES)
+# The only rules that read the Context; a change to other fields validates
+# without it, so a save of a text field skips the queries that build it.
+CONTEXT_FIELDS = frozenset({"purchase_date", "assignee_id"})
 # Saved at once by the client; text fields are debounced (DESIGN §2).
 IMMEDIATE = frozenset({"purchase_date", "status", "priority", "assignee_id"})
 

@@ -12,14 +12,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..errors import IdempotencyKeyReused, ValidationFailed
 from ..jsonutil import dumps_str, loads
 from ..storage.db import Database
-from ..storage.models import IdempotencyRecord, utcnow
+from ..storage.models import IdempotencyRecord, table, utcnow
 
 KEY_LIFETIME = dt.timedelta(hours=24)
 MAX_KEY_LENGTH = 128
@@ -80,7 +80,7 @@ async def store_answer(
 ) -> None:
     # An expired record with the same key may linger until the sweep. A live
     # one is never replaced: a concurrent twin that committed first makes our
-    # flush fail, rolling back our whole change (the caller answers with theirs).
+    # insert fail, rolling back our whole change (the caller answers with theirs).
     await session.execute(
         delete(IdempotencyRecord).where(
             IdempotencyRecord.user_id == replay.user_id,
@@ -88,8 +88,8 @@ async def store_answer(
             IdempotencyRecord.created_at <= utcnow() - KEY_LIFETIME,
         )
     )
-    session.add(
-        IdempotencyRecord(
+    await session.execute(
+        insert(table(IdempotencyRecord)).values(
             user_id=replay.user_id,
             key=replay.key,
             request_hash=replay.request_hash,
@@ -97,7 +97,6 @@ async def store_answer(
             body=dumps_str(body),
         )
     )
-    await session.flush()
 
 
 async def remember_refusal(db: Database, replay: Replay, *, status_code: int, body: Any) -> None:

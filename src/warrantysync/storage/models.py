@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.dialects import mysql
@@ -46,6 +47,12 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def table(model: type[Base]) -> Table:
+    """A model's Core table, for the hot paths that skip the ORM's unit of work."""
+    found: Table = Base.metadata.tables[model.__tablename__]
+    return found
 
 
 class Role(enum.StrEnum):
@@ -242,5 +249,6 @@ __all__ = [
     "Status",
     "User",
     "WarrantyCase",
+    "table",
     "utcnow",
 ]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .models import Branch, Counter, OutboxEvent
+from .models import Branch, Counter, OutboxEvent, table
 
 
 async def _bump(session: AsyncSession, *, table: str, key_col: str, key: object, col: str) -> int:
@@ -53,7 +53,9 @@ async def next_counter(session: AsyncSession, *, name: str) -> int:
 
 async def append_event(session: AsyncSession, *, branch_id: int, kind: str, data: str) -> int:
     event_id = await next_event_id(session, branch_id=branch_id)
-    session.add(OutboxEvent(branch_id=branch_id, id=event_id, kind=kind, data=data))
+    await session.execute(
+        insert(table(OutboxEvent)).values(branch_id=branch_id, id=event_id, kind=kind, data=data)
+    )
     return event_id
 
 

@@ -109,7 +109,7 @@ async def patch_case(
     case_id: int, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
 ) -> Response:
     started = time.perf_counter()
-    await services.accounts.case_access(
+    branch_id, _role = await services.accounts.case_access(
         user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
     )
     await services.limits.hit_write(principal.user_id)
@@ -123,7 +123,7 @@ async def patch_case(
             return json_response(stored.status_code, stored.body, {"Idempotent-Replayed": "true"})
     try:
         case = await _patch(
-            case_id, request, raw, principal.user_id, principal.name, services, replay
+            case_id, branch_id, request, raw, principal.user_id, principal.name, services, replay
         )
     except IntegrityError:
         # A concurrent twin with the same Idempotency-Key answered first
@@ -145,6 +145,7 @@ async def patch_case(
 
 async def _patch(
     case_id: int,
+    branch_id: int,
     request: Request,
     raw: bytes,
     user_id: int,
@@ -188,6 +189,7 @@ async def _patch(
         changes=changes,
         expected=expected,
         actor=Actor(user_id, name, client_id),
+        branch_id=branch_id,
         before_write=check_locks,
         idempotency=replay,
     )
