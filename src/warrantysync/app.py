@@ -26,7 +26,8 @@ from .services.ratelimit import RateLimits
 from .storage.db import Database
 from .web import errors as web_errors
 from .web import openapi as web_openapi
-from .web.routes import auth, cases, events, health, locks, pages
+from .web.lane import App
+from .web.routes import auth, cases, health, locks, pages
 from .web.security import EdgeHeaders, PerIpLimit
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.limits.close()
             await services.db.dispose()
 
-    app = FastAPI(
+    app = App(
         title="warrantysync",
         version="0.1.0",
         lifespan=lifespan,
@@ -166,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     web_errors.install(app)
-    for module in (auth, cases, locks, events, health, pages):
+    for module in (auth, cases, locks, health, pages):
         app.include_router(module.router)
     web_openapi.install(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

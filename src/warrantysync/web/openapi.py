@@ -102,8 +102,36 @@ OPERATIONS = {
 }
 
 
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+# Served on the stream lane (web/lane.py), so no FastAPI route describes it.
+EVENTS_PATH = "/api/branches/{branch_id}/events"
+EVENTS = {
+    "get": {
+        "summary": "The branch's event stream (Server-Sent Events)",
+        "operationId": "events",
+        "description": "Frames and event types: docs/protocol.md.",
+        "parameters": [
+            _param("branch_id", "path", {"type": "integer"}, required=True),
+            _param("client_id", "query", {"type": "string", "maxLength": 64}),
+            _param("last_event_id", "query", {"type": "string"}),
+            _param("Last-Event-ID", "header", {"type": "string"}),
+        ],
+        "responses": {
+            "200": {
+                "description": "An open stream",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        },
+    }
+}
+
+
 def document(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    schema.setdefault("paths", {})[EVENTS_PATH] = EVENTS
     schema.setdefault("components", {}).setdefault("schemas", {}).update(SCHEMAS)
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():

@@ -8,10 +8,13 @@ when the response starts.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from http.cookies import SimpleCookie
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..container import Services
 from ..errors import RateLimited
 from .deps import SESSION_COOKIE
 from .errors import error_response
@@ -43,6 +46,18 @@ def session_cookie_header(token: str, *, max_age: float, secure: bool) -> tuple[
     return b"set-cookie", morsel.OutputString().encode("latin-1")
 
 
+def edge_headers(
+    scope: Scope, headers: Iterable[tuple[bytes, bytes]], *, session_ttl: float
+) -> list[tuple[bytes, bytes]]:
+    """A response's headers plus the security headers and a slid session cookie."""
+    merged = list(headers) + SECURITY_HEADERS
+    token = scope.get("state", {}).get("refresh_session_cookie")
+    if token and not any(k == b"set-cookie" for k, _v in merged):
+        secure = scope.get("scheme") == "https"
+        merged.append(session_cookie_header(token, max_age=session_ttl, secure=secure))
+    return merged
+
+
 class EdgeHeaders:
     """Adds the security headers; re-sets the session cookie when the session slid."""
 
@@ -54,20 +69,18 @@ class EdgeHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.app(scope, receive, with_edge_headers(scope, send, self.session_ttl))
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", [])) + SECURITY_HEADERS
-                token = scope.get("state", {}).get("refresh_session_cookie")
-                if token and not any(k == b"set-cookie" for k, _v in headers):
-                    secure = scope.get("scheme") == "https"
-                    headers.append(
-                        session_cookie_header(token, max_age=self.session_ttl, secure=secure)
-                    )
-                message["headers"] = headers
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+def with_edge_headers(scope: Scope, send: Send, session_ttl: float) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = edge_headers(
+                scope, message.get("headers", []), session_ttl=session_ttl
+            )
+        await send(message)
+
+    return send_with_headers
 
 
 # Load balancers probe these, and static files are cheap and cached: the
@@ -88,13 +101,23 @@ class PerIpLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith(IP_LIMIT_EXEMPT):
-            services = getattr(scope["app"].state, "services", None)
-            if services is not None and services.limits.limits_ips:
-                client = scope.get("client")
-                try:
-                    await services.limits.hit_ip(client[0] if client else "unknown")
-                except RateLimited as exc:
-                    await error_response(exc)(scope, receive, send)
-                    return
+        if scope["type"] == "http":
+            refusal = await ip_refusal(scope, getattr(scope["app"].state, "services", None))
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+
+async def ip_refusal(scope: Scope, services: Services | None) -> Response | None:
+    """The 429 for a client IP over ``RATE_LIMIT_IP``, or None to go on."""
+    if services is None or not services.limits.limits_ips:
+        return None
+    if scope["path"].startswith(IP_LIMIT_EXEMPT):
+        return None
+    client = scope.get("client")
+    try:
+        await services.limits.hit_ip(client[0] if client else "unknown")
+    except RateLimited as exc:
+        return error_response(exc)
+    return None

@@ -1,18 +1,27 @@
-"""The branch event stream (DESIGN §4)."""
+"""The branch event stream (DESIGN §4): ``GET /api/branches/{branch_id}/events``.
+
+Served on its own lane (``web/lane.py``), not through FastAPI's router: a
+stream is a request that stays open for hours, and every layer it passes
+through stays suspended on its stack for as long. This module is the
+endpoint itself — who may open which stream, and on what terms.
+"""
 
 from __future__ import annotations
 
+import re
 import secrets
 
-from fastapi import APIRouter, Query, Request
+from starlette.requests import Request
 
-from ...errors import TooManyStreams, Unavailable, ValidationFailed
+from ...container import Services
+from ...errors import NotAuthenticated, TooManyStreams, Unavailable, ValidationFailed
 from ...services.streams import Stream, StreamConfig
-from ..deps import CurrentUser, ServicesDep
+from ..deps import optional_principal
 from ..sse import EventStreamResponse
 from .cases import CLIENT_ID_CHARS
 
-router = APIRouter(prefix="/api")
+PATH = re.compile(r"/api/branches/([^/]+)/events")
+BRANCH_ID = re.compile(r"[+-]?[0-9]{1,30}")
 
 
 def _client_id(raw: str | None) -> str:
@@ -27,18 +36,28 @@ def _client_id(raw: str | None) -> str:
     return raw
 
 
-@router.get("/branches/{branch_id}/events", response_model=None)
-async def events(
-    branch_id: int,
-    request: Request,
-    principal: CurrentUser,
-    services: ServicesDep,
-    client_id: str | None = Query(None),
-    last_event_id: str | None = Query(None),
-) -> EventStreamResponse:
+def _branch_id(raw: str) -> int:
+    if not BRANCH_ID.fullmatch(raw):
+        raise ValidationFailed("branch_id: must be an integer", field="branch_id", rule="type")
+    return int(raw)
+
+
+async def open_stream(request: Request, raw_branch_id: str) -> EventStreamResponse:
+    """Authenticate, check access and limits, subscribe; the response sends the rest.
+
+    Refusals come in the order they always did: 401, 422 for the branch id,
+    404 (not a member), 503 (shutting down), 422 for ``client_id``, 429 (too
+    many streams).
+    """
+    services: Services = request.app.state.services
+    principal = await optional_principal(request, services)
+    if principal is None:
+        raise NotAuthenticated("sign in first")
+    branch_id = _branch_id(raw_branch_id)
     await services.accounts.branch_access(user_id=principal.user_id, branch_id=branch_id)
     if services.broker.shutting_down:
         raise Unavailable("the server is restarting", retry_after=1)
+    client_id = _client_id(request.query_params.get("client_id"))
     settings = services.settings
     stream = Stream(
         broker=services.broker,
@@ -52,8 +71,8 @@ async def events(
         ),
         principal=principal,
         branch_id=branch_id,
-        client_id=_client_id(client_id),
-        resume=request.headers.get("last-event-id") or last_event_id,
+        client_id=client_id,
+        resume=request.headers.get("last-event-id") or request.query_params.get("last_event_id"),
     )
     try:
         await stream.open(max_streams=settings.max_streams_per_user)

@@ -1,0 +1,72 @@
+"""The stream lane: the event stream bypasses FastAPI's routing stack.
+
+An open stream is a request that lives for hours, and every ASGI layer it
+went through stays suspended on its stack for that long: FastAPI's and
+Starlette's middlewares, the router, the route, the dependency solver, three
+``AsyncExitStack``s — ~20 frames and ~9 KB per stream (docs/performance.md).
+``App`` sends ``GET /api/branches/{id}/events`` straight from its own
+``__call__`` to the endpoint (``routes/events.py``), doing by hand the little
+the stack did for it: the per-IP limit, the security headers and session
+cookie of the edge middlewares, and the error answers of ``web/errors.py``.
+Every other request takes the normal way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from ..container import Services
+from ..errors import WarrantySyncError
+from .errors import error_response, json_response
+from .routes import events
+from .security import edge_headers, ip_refusal, with_edge_headers
+
+log = logging.getLogger(__name__)
+
+
+class App(FastAPI):
+    """FastAPI, with the event stream served on its own lane."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            services: Services | None = getattr(self.state, "services", None)
+            found = events.PATH.fullmatch(_route_path(scope))
+            if found is not None and services is not None:
+                scope["app"] = self
+                await _serve(services, found[1], scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+async def _serve(
+    services: Services, raw_branch_id: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    ttl = services.settings.session_ttl
+    refusal = await ip_refusal(scope, services)
+    if refusal is not None:
+        await refusal(scope, receive, with_edge_headers(scope, send, ttl))
+        return
+    try:
+        # The Request (and its parsed headers and cookies) is dropped once
+        # the stream is open: only the response stays alive.
+        response = await events.open_stream(Request(scope, receive), raw_branch_id)
+    except WarrantySyncError as exc:
+        await error_response(exc)(scope, receive, with_edge_headers(scope, send, ttl))
+        return
+    except Exception as exc:  # what the app's last-resort handler answers elsewhere
+        log.exception("unhandled error", exc_info=exc)
+        body = {"error": "internal", "message": "something went wrong"}
+        await json_response(500, body)(scope, receive, with_edge_headers(scope, send, ttl))
+        return
+    response.raw_headers = edge_headers(scope, response.raw_headers, session_ttl=ttl)
+    await response(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
