@@ -415,7 +415,18 @@ class RedisServer(_Server):
         """
         if not wipe_data and self._call("SAVE") != b"+OK":
             raise ServerError("redis SAVE failed")
+        self.down()
+        self.up(wipe_data=wipe_data)
+
+    def down(self) -> None:
+        """The first half of ``restart()``: stop it, keep its port and directory.
+
+        For tests that act while Redis is away; ``up()`` brings it back.
+        """
         self._terminate()
+
+    def up(self, *, wipe_data: bool) -> None:
+        """The second half: start it again on the same port, with no data if ``wipe_data``."""
         if wipe_data:
             (self.dir / "dump.rdb").unlink(missing_ok=True)
         self._launch()

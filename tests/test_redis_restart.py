@@ -41,17 +41,6 @@ def nodes(
         yield running
 
 
-def redis_down(server: RedisServer) -> None:
-    """The first half of ``restart(wipe_data=True)``: stop it, keep its port."""
-    server._terminate()
-
-
-def redis_back_empty(server: RedisServer) -> None:
-    """The second half: start it on the same port with no data."""
-    (server.dir / "dump.rdb").unlink(missing_ok=True)
-    server._launch()
-
-
 async def test_everything_recovers_after_redis_lost_its_data(
     nodes: Cluster, redis_server: RedisServer
 ) -> None:
@@ -73,7 +62,7 @@ async def test_everything_recovers_after_redis_lost_its_data(
         token = lock.json()["lock"]["token"]
         current = (await alice.get(url)).json()
 
-        await asyncio.to_thread(redis_down, redis_server)
+        await asyncio.to_thread(redis_server.down)
         try:
             for node in (a, b):
                 async with httpx.AsyncClient(base_url=node.url) as probe:
@@ -116,7 +105,7 @@ async def test_everything_recovers_after_redis_lost_its_data(
             )
             assert stale.status_code == 409  # the database still fences
         finally:
-            await asyncio.to_thread(redis_back_empty, redis_server)
+            await asyncio.to_thread(redis_server.up, wipe_data=True)
 
         # Both streams stayed open and get the outage's commits, in order, from the outbox.
         for stream in (on_a, on_b):
