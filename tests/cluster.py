@@ -1,9 +1,10 @@
 """Several real ``warrantysync serve`` processes on one Redis and one PostgreSQL.
 
-Shared by test_cluster.py and test_redis_restart.py. Every node is a
-``LiveServer`` (its own process group, stopped by its own pid); the database
-is a fresh one on the session's private PostgreSQL, migrated and seeded once
-per module.
+Shared by test_cluster.py, test_redis_restart.py and the cluster fault tests
+(faults/test_fault_lost_update.py, faults/test_fault_node_kill.py). Every
+node is a ``LiveServer`` (its own process group, stopped by its own pid); the
+database is a fresh one on the session's private PostgreSQL, migrated and
+seeded once per ``cluster()``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,17 @@ class Cluster:
         self.nodes.append(node)
         return node.start()
 
+    def replace(self, node: LiveServer) -> LiveServer:
+        """SIGKILL ``node`` (its process group) and start a fresh one on its port and settings.
+
+        What a supervisor does after a crash; the dead process stays in
+        ``nodes`` (stopping it again is harmless), the new one is appended.
+        """
+        node.kill()
+        fresh = LiveServer(env=node.env, log_path=node.log_path, port=node.port)
+        self.nodes.append(fresh)
+        return fresh.start()
+
     def stop_all(self) -> None:
         for node in self.nodes:
             node.kill()
@@ -86,6 +98,17 @@ def cluster(
         yield nodes
     finally:
         nodes.stop_all()
+
+
+@contextlib.contextmanager
+def two_nodes(
+    postgres: PostgresServer, redis: RedisServer, log_dir: Path, redis_db: int, **env: str
+) -> Iterator[Cluster]:
+    """``cluster()`` with two nodes already started (call outside any event loop)."""
+    with cluster(postgres, redis, log_dir, redis_db, **env) as nodes:
+        nodes.start()
+        nodes.start()
+        yield nodes
 
 
 @contextlib.asynccontextmanager
