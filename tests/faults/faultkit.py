@@ -15,7 +15,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -79,6 +79,19 @@ def seeded_postgres(server: PostgresServer, name: str) -> tuple[str, World]:
             await db.dispose()
 
     return url, asyncio.run(seed())
+
+
+async def case_history(http: httpx.AsyncClient, url: str) -> list[dict[str, Any]]:
+    """Every entry of ``url`` (a case's ``…/history``), newest first, following the pages."""
+    entries: list[dict[str, Any]] = []
+    before: int | None = None
+    while True:
+        params = {"limit": 500} | ({"before": before} if before else {})
+        page: list[dict[str, Any]] = (await http.get(url, params=params)).json()
+        entries += page
+        if len(page) < 500:
+            return entries
+        before = page[-1]["id"]
 
 
 def login_cookie(base_url: str, email: str) -> tuple[str, str]:
@@ -189,6 +202,23 @@ class RawStream:
                     if frame.event == event:
                         return frame
                 raise EOFError(f"stream ended before {event}")
+
+    async def read_some(self, timeout: float) -> list[Frame]:
+        """The next frames to arrive (none: the stream ended); TimeoutError after ``timeout``.
+
+        For a reader that handles frames as they come; it may clear ``frames``
+        after handling them, so a long run does not keep them all.
+        """
+        deadline = time.monotonic() + timeout
+        while not (found := self._parse()):
+            if self.eof:
+                return []
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no frame within {timeout}s")
+            if not await self._more(remaining):
+                return self._parse()
+        return found
 
     async def read_to_eof(self, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout

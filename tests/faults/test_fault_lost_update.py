@@ -1,16 +1,22 @@
-"""A lost-update checker in the spirit of Jepsen's, on one node.
+"""A lost-update checker in the spirit of Jepsen's, on one node and on two.
 
 N clients write unique values to the same two fields of one case, each save
 fenced by ``expected`` (the last value that client saw) and carrying an
-``Idempotency-Key`` that stays the same across retries. A nemesis injects
+``Idempotency-Key`` that stays the same across retries; with two nodes they
+are spread over both and fail over to the other one. A nemesis injects
 faults while they write: SIGKILL of the server and a restart on the same
-SQLite file, or a frozen PostgreSQL. Afterwards the audit history must show:
+SQLite file; a frozen PostgreSQL; SIGKILL of one of two nodes (Redis +
+PostgreSQL) and a replacement on its port; Redis restarted with its data
+gone (meanwhile fenced saves are still acknowledged, unfenced ones and locks
+get 503, and a lock token from before is refused after). Afterwards the
+audit history must show:
 
 * every acknowledged write, exactly once, at the version its answer named;
 * versions growing by exactly one per entry, no gaps, no repeats;
 * per field, each entry's ``old`` is the previous entry's ``new`` (nothing
   overwritten unseen) and every value is one some client really sent;
-* every client reads the same final state, which is the history's last word.
+* every client reads the same final state, on every node, which is the
+  history's last word.
 
 Writes whose answer never came (the server died mid-request) are
 indeterminate: they may appear at most once, or not at all.
@@ -24,18 +30,20 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from cluster import Cluster, two_nodes
 from conftest import LIVE_ENV, seeded_sqlite
-from faultkit import login_cookie, scale, seeded_postgres
+from faultkit import SESSION_COOKIE, case_history, login_cookie, scale, seeded_postgres
 from live import LiveServer
-from servers import PostgresServer
+from servers import PostgresServer, RedisServer
 
 FIELDS = ("notes", "product")
 CLIENTS = scale(4, 10)
@@ -50,11 +58,32 @@ class History:
     indeterminate: set[str] = field(default_factory=set)
     conflicts: int = 0
     unavailable: int = 0
+    failovers: int = 0  # requests that went to the other node because theirs refused
+    fault_active: bool = False  # set by a nemesis while its fault lasts
+    acked_during_fault: int = 0
+
+
+@dataclass
+class Route:
+    """A client's way to the nodes: its own first, the next when that one refuses a
+    connection (a load balancer's failover)."""
+
+    http: httpx.AsyncClient
+    urls: Sequence[str]
+    history: History
+
+    async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for url in self.urls[:-1]:
+            try:
+                return await self.http.request(method, url + path, **kwargs)
+            except httpx.ConnectError:
+                self.history.failovers += 1
+        return await self.http.request(method, self.urls[-1] + path, **kwargs)
 
 
 async def client(
     n: int,
-    base_url: str,
+    urls: Sequence[str],
     login: tuple[str, str],
     case: int,
     until: float,
@@ -63,15 +92,15 @@ async def client(
 ) -> None:
     cookie, csrf = login
     known: dict[str, Any] = {}
-    async with httpx.AsyncClient(
-        base_url=base_url, cookies={"warrantysync_session": cookie}, timeout=10
-    ) as http:
+    path = f"/api/cases/{case}"
+    async with httpx.AsyncClient(cookies={SESSION_COOKIE: cookie}, timeout=10) as http:
+        route = Route(http, urls, history)
         for seq in itertools.count():
             if time.monotonic() >= until:
                 return
             if not known:
                 try:
-                    current = await http.get(f"/api/cases/{case}")
+                    current = await route.send("GET", path)
                 except httpx.HTTPError:
                     await asyncio.sleep(0.2)
                     continue
@@ -87,7 +116,7 @@ async def client(
             outcome: httpx.Response | None = None
             while outcome is None and time.monotonic() < until + 20:
                 try:
-                    response = await http.patch(f"/api/cases/{case}", json=body, headers=headers)
+                    response = await route.send("PATCH", path, json=body, headers=headers)
                 except httpx.HTTPError:
                     await asyncio.sleep(0.2)  # no answer: the write is in doubt; retry it
                     continue
@@ -103,6 +132,8 @@ async def client(
                 case_json = outcome.json()
                 assert case_json[name] == value
                 history.acked[value] = case_json["version"]
+                if history.fault_active:
+                    history.acked_during_fault += 1
                 known = {f: case_json[f] for f in FIELDS}
             elif outcome.status_code == 409:
                 error = outcome.json()
@@ -114,42 +145,37 @@ async def client(
 
 
 async def run_checker(
-    base_url: Callable[[], str], case: int, nemesis: Callable[[float], Awaitable[int]]
+    urls: Sequence[str], case: int, nemesis: Callable[[History, float], Awaitable[int]]
 ) -> tuple[History, int]:
+    """Client ``n`` prefers node ``n % len(urls)`` and fails over to the next ones."""
     history = History()
     async with httpx.AsyncClient(timeout=10) as http:
-        initial = (await http.get(f"{base_url()}/healthz")).status_code
-        assert initial == 200
+        for url in urls:
+            assert (await http.get(f"{url}/healthz")).status_code == 200
     logins = [
-        await asyncio.to_thread(login_cookie, base_url(), EMAILS[n % len(EMAILS)])
+        await asyncio.to_thread(login_cookie, urls[0], EMAILS[n % len(EMAILS)])
         for n in range(CLIENTS)
     ]
     until = time.monotonic() + DURATION
     rng = random.Random(1234)
-    faults, *_ = await asyncio.gather(
-        nemesis(until),
+    routes = [[*urls[n % len(urls) :], *urls[: n % len(urls)]] for n in range(CLIENTS)]
+    clients = asyncio.gather(
         *(
-            client(n, base_url(), logins[n], case, until, history, random.Random(rng.random()))
+            client(n, routes[n], logins[n], case, until, history, random.Random(rng.random()))
             for n in range(CLIENTS)
-        ),
+        )
     )
+    faults, _ = await asyncio.gather(nemesis(history, until), clients)
     return history, faults
 
 
-async def verify(base_url: str, case: int, start: dict[str, Any], history: History) -> None:
+async def verify(urls: Sequence[str], case: int, start: dict[str, Any], history: History) -> None:
+    base_url = urls[0]
     cookie, _csrf = await asyncio.to_thread(login_cookie, base_url, "carol@example.com")
     async with httpx.AsyncClient(
         base_url=base_url, cookies={"warrantysync_session": cookie}, timeout=30
     ) as http:
-        entries: list[dict[str, Any]] = []
-        before: int | None = None
-        while True:
-            params = {"limit": 500} | ({"before": before} if before else {})
-            page = (await http.get(f"/api/cases/{case}/history", params=params)).json()
-            entries += page
-            if len(page) < 500:
-                break
-            before = page[-1]["id"]
+        entries = await case_history(http, f"/api/cases/{case}/history")
         final = (await http.get(f"/api/cases/{case}")).json()
     ours = sorted(
         (e for e in entries if e["version"] > start["version"]), key=lambda e: e["version"]
@@ -171,14 +197,12 @@ async def verify(base_url: str, case: int, start: dict[str, Any], history: Histo
             assert entry["old"] == previous, f"{name}: {entry} overwrote an unseen value"
             previous = entry["new"]
         assert final[name] == previous
-    # Every client converges on the same state.
+    # Every client converges on the same state, whichever node it asks.
     views = []
     for email in EMAILS:
         cookie, _ = await asyncio.to_thread(login_cookie, base_url, email)
-        async with httpx.AsyncClient(
-            base_url=base_url, cookies={"warrantysync_session": cookie}, timeout=30
-        ) as http:
-            views.append((await http.get(f"/api/cases/{case}")).json())
+        async with httpx.AsyncClient(cookies={SESSION_COOKIE: cookie}, timeout=30) as http:
+            views += [(await http.get(f"{url}/api/cases/{case}")).json() for url in urls]
     assert all(view == final for view in views)
 
 
@@ -191,6 +215,22 @@ async def _start_state(base_url: str, case: int) -> dict[str, Any]:
         return state
 
 
+@pytest.fixture
+def killable_pair(
+    postgres_server: PostgresServer, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[Cluster]:
+    with two_nodes(postgres_server, redis_server, tmp_path, redis_db=3) as nodes:
+        yield nodes
+
+
+@pytest.fixture
+def pair_on_fragile_redis(
+    postgres_server: PostgresServer, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[Cluster]:
+    with two_nodes(postgres_server, redis_server, tmp_path, redis_db=4) as nodes:
+        yield nodes
+
+
 async def test_no_lost_update_across_server_kills(tmp_path: Path, migrated_template: Path) -> None:
     url, world = await asyncio.to_thread(seeded_sqlite, tmp_path, migrated_template)
     env = {**LIVE_ENV, "WARRANTYSYNC_DATABASE_URL": url}
@@ -200,7 +240,7 @@ async def test_no_lost_update_across_server_kills(tmp_path: Path, migrated_templ
         case = world.cases["phone"]
         start = await _start_state(servers[0].url, case)
 
-        async def kill_and_restart(until: float) -> int:
+        async def kill_and_restart(_history: History, until: float) -> int:
             kills = 0
             while time.monotonic() < until - 1.5:
                 await asyncio.sleep(1.5)
@@ -212,8 +252,8 @@ async def test_no_lost_update_across_server_kills(tmp_path: Path, migrated_templ
                 servers.append(await asyncio.to_thread(replacement.start))
             return kills
 
-        history, kills = await run_checker(lambda: servers[-1].url, case, kill_and_restart)
-        await verify(servers[-1].url, case, start, history)
+        history, kills = await run_checker([servers[0].url], case, kill_and_restart)
+        await verify([servers[-1].url], case, start, history)
     finally:
         for server in servers:
             server.kill()
@@ -233,7 +273,7 @@ async def test_no_lost_update_while_the_database_freezes(
         case = world.cases["phone"]
         start = await _start_state(server.url, case)
 
-        async def freeze(until: float) -> int:
+        async def freeze(_history: History, until: float) -> int:
             pauses = 0
             while time.monotonic() < until - 2:
                 await asyncio.sleep(1.0)
@@ -245,8 +285,8 @@ async def test_no_lost_update_while_the_database_freezes(
                     await asyncio.to_thread(postgres_server.resume)
             return pauses
 
-        history, pauses = await run_checker(lambda: server.url, case, freeze)
-        await verify(server.url, case, start, history)
+        history, pauses = await run_checker([server.url], case, freeze)
+        await verify([server.url], case, start, history)
     finally:
         postgres_server.resume()
         server.kill()
@@ -254,9 +294,106 @@ async def test_no_lost_update_while_the_database_freezes(
     assert pauses >= 2 and len(history.acked) > CLIENTS and history.unavailable > 0
 
 
+@pytest.mark.cluster
+@pytest.mark.redis
+@pytest.mark.postgresql
+async def test_no_lost_update_when_one_of_two_nodes_is_killed(killable_pair: Cluster) -> None:
+    nodes = killable_pair
+    urls = [node.url for node in nodes.nodes]
+    case = nodes.world.cases["phone"]
+    start = await _start_state(urls[0], case)
+
+    async def kill_and_replace(history: History, until: float) -> int:
+        kills = 0
+        # A restart takes seconds on a loaded machine: short pauses still fit two kills in.
+        while time.monotonic() < until - 2:
+            await asyncio.sleep(0.5)
+            history.fault_active = True
+            try:  # the older of the two live nodes, so the kills alternate between the ports
+                await asyncio.to_thread(nodes.replace, nodes.nodes[-2])
+            finally:
+                history.fault_active = False
+            kills += 1
+        return kills
+
+    history, kills = await run_checker(urls, case, kill_and_replace)
+    await verify(urls, case, start, history)
+    _report("SIGKILL of one of two nodes + replacement", history, kills)
+    assert kills >= 2 and len(history.acked) > CLIENTS
+    # The survivor took over: requests failed over and were acknowledged while a node was down.
+    assert history.failovers > 0 and history.acked_during_fault > 0
+
+
+@pytest.mark.cluster
+@pytest.mark.redis
+@pytest.mark.postgresql
+async def test_no_lost_update_while_redis_restarts_empty(
+    pair_on_fragile_redis: Cluster, redis_server: RedisServer
+) -> None:
+    nodes = pair_on_fragile_redis
+    urls = [node.url for node in nodes.nodes]
+    case = nodes.world.cases["phone"]
+    start = await _start_state(urls[0], case)
+    cookie, csrf = await asyncio.to_thread(login_cookie, urls[1], "dave@example.com")
+    headers = {"X-CSRF-Token": csrf, "X-Client-Id": "nemesis"}
+    async with httpx.AsyncClient(
+        base_url=urls[1], cookies={SESSION_COOKIE: cookie}, headers=headers, timeout=10
+    ) as probe:
+        # The nemesis's own lock, on a field the checker's clients never write.
+        lock_url, case_url = f"/api/cases/{case}/locks/issue", f"/api/cases/{case}"
+
+        async def lose_redis(history: History, until: float) -> int:
+            outages = 0
+            while time.monotonic() < until - 2.5:
+                await asyncio.sleep(0.5)
+                taken = await _once_redis_answers(partial(probe.put, lock_url))
+                assert taken.status_code == 200, taken.text
+                token = taken.json()["lock"]["token"]
+                await asyncio.to_thread(redis_server.down)
+                history.fault_active = True
+                try:
+                    # No lock can be checked: a lock or a save without `expected` gets 503.
+                    for refused in (
+                        await probe.patch(case_url, json={"changes": {"issue": "blind"}}),
+                        await probe.put(lock_url),
+                    ):
+                        assert refused.status_code == 503, refused.text
+                        assert refused.headers["retry-after"]
+                    await asyncio.sleep(1.0)
+                finally:
+                    history.fault_active = False
+                    await asyncio.to_thread(redis_server.up, wipe_data=True)
+                outages += 1
+                # The token from before the loss names no lock any more.
+                stale = {"changes": {"issue": "stale"}, "lock_tokens": {"issue": token}}
+                lost = await _once_redis_answers(partial(probe.patch, case_url, json=stale))
+                assert lost.status_code == 409 and lost.json()["error"] == "lock_lost", lost.text
+            return outages
+
+        history, outages = await run_checker(urls, case, lose_redis)
+    await verify(urls, case, start, history)
+    _report("Redis restarted empty under two nodes", history, outages)
+    assert outages >= 2 and len(history.acked) > CLIENTS
+    # Fenced saves never needed Redis: none was refused, some were acknowledged mid-outage.
+    assert history.unavailable == 0 and history.acked_during_fault > 0
+
+
+async def _once_redis_answers(
+    request: Callable[[], Awaitable[httpx.Response]],
+) -> httpx.Response:
+    """The first answer that is not 503 (nodes reconnecting to a restarted Redis), within 10 s."""
+    for _ in range(100):
+        answer = await request()
+        if answer.status_code != 503:
+            break
+        await asyncio.sleep(0.1)
+    return answer
+
+
 def _report(what: str, history: History, faults: int) -> None:
     print(
         f"\nlost-update checker, {what}: {CLIENTS} clients, {DURATION:.0f}s, {faults} faults;"
-        f" {len(history.acked)} acknowledged, {history.conflicts} conflicts,"
-        f" {history.unavailable} 503s, {len(history.indeterminate)} indeterminate"
+        f" {len(history.acked)} acknowledged ({history.acked_during_fault} during a fault),"
+        f" {history.conflicts} conflicts, {history.unavailable} 503s,"
+        f" {history.failovers} failovers, {len(history.indeterminate)} indeterminate"
     )
