@@ -79,7 +79,9 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sub = self.stream.subscriber
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            headers, self.raw_headers = self.raw_headers, []
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            del headers
             cycle = _direct_cycle(receive)
             if cycle is None:
                 await self._serve_asgi(receive, send)
@@ -119,6 +121,7 @@ class EventStreamResponse(Response):
         await self._send(send, opening)
         if not live:
             return
+        _slim_down(cycle)
         writer = _writer(cycle)
         sub.poke = cycle.message_event.set
         while True:
@@ -130,8 +133,8 @@ class EventStreamResponse(Response):
             if sub.queued:
                 continue  # more arrived while that send waited for the socket
             sub.writer = writer
-            message = await receive()
-            if message["type"] == "http.disconnect":
+            # Not kept in a local: the last message would live as long as the wait.
+            if (await receive())["type"] == "http.disconnect":
                 sub.close("disconnected")
 
 
@@ -147,6 +150,60 @@ def _direct_cycle(receive: Receive) -> Any:
     if cycle.chunked_encoding is not True or cycle.scope.get("method") != "GET":
         return None
     return cycle
+
+
+class SlimEvent:
+    """``asyncio.Event``'s behaviour at a tenth of its size.
+
+    An ``asyncio.Event`` allocates a waiter deque (~600 bytes) up front;
+    uvicorn gives each connection two (the cycle's ``message_event``, the
+    flow control's writable event) that an idle stream keeps for hours.
+    Waiters share one future, so any number may wait.
+    """
+
+    __slots__ = ("_future", "_value")
+
+    def __init__(self, value: bool) -> None:
+        self._value = value
+        self._future: asyncio.Future[bool] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            future, self._future = self._future, None
+            if future is not None and not future.done():
+                future.set_result(True)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        # Shielded: one waiter cancelled must not cancel the others' wait.
+        return await asyncio.shield(self._future)
+
+
+def _slim_down(cycle: Any) -> None:
+    """Trade the connection's idle weight for what an hours-long stream needs.
+
+    Called in this request's own task before it first waits, so nobody is
+    waiting on the events being replaced. The request headers have been read
+    (and the ``Request`` built from them dropped): clearing the list uvicorn
+    and the scope share frees them for the stream's lifetime.
+    """
+    for owner, name in ((cycle, "message_event"), (cycle.flow, "_is_writable_event")):
+        old = getattr(owner, name, None)
+        if type(old) is asyncio.Event:
+            setattr(owner, name, SlimEvent(old.is_set()))
+    headers = cycle.scope.get("headers")
+    if isinstance(headers, list):
+        headers.clear()
 
 
 def _writer(cycle: Any) -> Writer:
