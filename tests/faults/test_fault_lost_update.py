@@ -391,9 +391,10 @@ async def _once_redis_answers(
 
 
 def _report(what: str, history: History, faults: int) -> None:
+    during = history.acked_during_fault
     print(
         f"\nlost-update checker, {what}: {CLIENTS} clients, {DURATION:.0f}s, {faults} faults;"
-        f" {len(history.acked)} acknowledged ({history.acked_during_fault} during a fault),"
+        f" {len(history.acked)} acknowledged{f' ({during} during a fault)' if during else ''},"
         f" {history.conflicts} conflicts, {history.unavailable} 503s,"
         f" {history.failovers} failovers, {len(history.indeterminate)} indeterminate"
     )
