@@ -34,10 +34,11 @@ class App(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
             services: Services | None = getattr(self.state, "services", None)
-            found = events.PATH.fullmatch(_route_path(scope))
-            if found is not None and services is not None:
+            # The branch id only: this frame stays suspended as long as the stream.
+            raw_branch_id = _branch_segment(scope)
+            if raw_branch_id is not None and services is not None:
                 scope["app"] = self
-                await _serve(services, found[1], scope, receive, send)
+                await _serve(services, raw_branch_id, scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -66,7 +67,9 @@ async def _serve(
     await response(scope, receive, send)
 
 
-def _route_path(scope: Scope) -> str:
+def _branch_segment(scope: Scope) -> str | None:
+    """The ``{branch_id}`` of an events path, unparsed; None for any other path."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
+    found = events.PATH.fullmatch(path[len(root) :] if root and path.startswith(root) else path)
+    return None if found is None else found[1]
