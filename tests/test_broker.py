@@ -6,11 +6,13 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factories import seed_world
 from warrantysync.container import Services
+from warrantysync.services import broker as broker_module
 from warrantysync.services.accounts import Principal
 from warrantysync.services.broker import Broker
 from warrantysync.services.broker.memory import MemoryBrokerBackend
@@ -82,6 +84,33 @@ async def test_a_missing_event_is_read_back_from_the_outbox(services: Services) 
     broker.unsubscribe(sub)
 
 
+async def test_heartbeats_go_out_in_slices_with_the_loop_free_between(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broker_module, "HEARTBEAT_SLICE", 2)
+    world = await seed_world(services.db)
+    downtown, airport = world.branches["downtown"], world.branches["airport"]
+    subs = [_sub(downtown, f"d{n}") for n in range(5)] + [_sub(airport, "a0")]
+    for sub in subs:
+        await services.broker.subscribe(sub)
+    for sub in subs:
+        sub.drain()  # the subscribe-time state, if any
+    seen: list[int] = []
+
+    async def meanwhile() -> None:
+        while len(seen) < 10:
+            seen.append(sum(1 for sub in subs if sub.queued))
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(meanwhile())
+    assert await services.broker.heartbeat() == 6
+    await other
+    beats = [[f for _id, f in sub.drain() if f.startswith(b"event: heartbeat")] for sub in subs]
+    assert [len(b) for b in beats] == [1] * 6
+    # Other work ran while the heartbeats were half out: 2, then 4, then 5 + 1.
+    assert {2, 4} <= set(seen)
+
+
 async def test_each_event_is_encoded_once_for_every_subscriber(services: Services) -> None:
     world = await seed_world(services.db)
     branch = world.branches["downtown"]
@@ -90,7 +119,7 @@ async def test_each_event_is_encoded_once_for_every_subscriber(services: Service
         await services.broker.subscribe(sub)
     (event,) = await _commit_events(services.db, branch, 1)
     await services.broker.publish(event)
-    services.broker.heartbeat()
+    await services.broker.heartbeat()
     frames = [[frame for _id, frame in sub.drain()] for sub in subs]
     assert all(len(f) == 2 for f in frames)
     assert frames[0][0] is frames[1][0] is frames[2][0]  # the same bytes object

@@ -102,7 +102,7 @@ async def _every(period: float, work: Callable[[], Awaitable[object]], name: str
 
 async def heartbeat_and_revalidate(services: Services) -> None:
     """One shared timer: heartbeats for all streams, then close revoked ones."""
-    services.broker.heartbeat()
+    await services.broker.heartbeat()
     subscribers = services.broker.subscribers()
     if not subscribers:
         return
