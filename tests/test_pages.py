@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from html.parser import HTMLParser
 from typing import Any
@@ -378,3 +380,7 @@ async def test_metrics(as_user: Browse, world: World) -> None:
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert any(line.startswith("warrantysync_") for line in samples)
     assert "warrantysync_save_latency_seconds_count 1.0" in text
+    gc.collect()  # a full collection, timed
+    text = (await alice.get("/metrics")).text
+    full = re.search(r'^warrantysync_gc_pause_seconds_count\{generation="2"\} (\S+)$', text, re.M)
+    assert full is not None and float(full[1]) >= 1

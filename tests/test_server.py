@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,3 +176,19 @@ def test_sigterm_says_goodbye_with_several_workers(
     env = _env(seeded_url, tmp_path, WARRANTYSYNC_REDIS_URL=redis_server.url)
     with serving(env, "--workers", "2") as (proc, base):
         _goodbye_on_sigterm(proc, base, Path(env["LOG_PATH"]))
+
+
+def test_the_startup_heap_is_frozen_after_its_garbage_is_collected() -> None:
+    class Node:
+        other: object = None
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle only the collector can free
+    gone = weakref.ref(a)
+    del a, b
+    try:
+        frozen = server_module.freeze_startup_heap()
+        assert gone() is None, "garbage was frozen instead of collected"
+        assert frozen == gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()

@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings)
         app.state.services = services
+        unwatch_gc = services.metrics.watch_gc()
         await services.broker.start()
         stop = asyncio.Event()
         tasks = [
@@ -156,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.locks.close()
             await services.limits.close()
             await services.db.dispose()
+            unwatch_gc()
 
     app = App(
         title="warrantysync",

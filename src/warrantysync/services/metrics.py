@@ -8,6 +8,10 @@ answers ``render()`` with ``CONTENT_TYPE``.
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +25,7 @@ from prometheus_client import (
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _SAVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Metrics:
@@ -80,6 +85,32 @@ class Metrics:
             ["scope"],
             registry=r,
         )
+
+        # Every stream is a few hundred objects the cyclic collector walks: with
+        # 10,000 open, one full (generation 2) collection stops the process for
+        # ~0.5 s on a small server (docs/performance.md).
+        self.gc_pause = Histogram(
+            "warrantysync_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector, by generation",
+            ["generation"],
+            buckets=_GC_BUCKETS,
+            registry=r,
+        )
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time every collection into ``gc_pause``; returns the undo."""
+        started = 0.0
+
+        def on_gc(phase: str, info: dict[str, Any]) -> None:
+            nonlocal started
+            if phase == "start":
+                started = time.perf_counter()
+            else:
+                generation = str(info["generation"])
+                self.gc_pause.labels(generation=generation).observe(time.perf_counter() - started)
+
+        gc.callbacks.append(on_gc)
+        return lambda: gc.callbacks.remove(on_gc)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
