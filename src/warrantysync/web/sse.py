@@ -153,19 +153,19 @@ def _direct_cycle(receive: Receive) -> Any:
 
 
 class SlimEvent:
-    """``asyncio.Event``'s behaviour at a tenth of its size.
+    """``asyncio.Event``'s behaviour at a fraction of its size.
 
     An ``asyncio.Event`` allocates a waiter deque (~600 bytes) up front;
     uvicorn gives each connection two (the cycle's ``message_event``, the
     flow control's writable event) that an idle stream keeps for hours.
-    Waiters share one future, so any number may wait.
+    This one keeps its waiters in a list made only while someone waits.
     """
 
-    __slots__ = ("_future", "_value")
+    __slots__ = ("_value", "_waiters")
 
     def __init__(self, value: bool) -> None:
         self._value = value
-        self._future: asyncio.Future[bool] | None = None
+        self._waiters: list[asyncio.Future[bool]] | None = None
 
     def is_set(self) -> bool:
         return self._value
@@ -173,9 +173,9 @@ class SlimEvent:
     def set(self) -> None:
         if not self._value:
             self._value = True
-            future, self._future = self._future, None
-            if future is not None and not future.done():
-                future.set_result(True)
+            for future in self._waiters or ():
+                if not future.done():
+                    future.set_result(True)
 
     def clear(self) -> None:
         self._value = False
@@ -183,10 +183,18 @@ class SlimEvent:
     async def wait(self) -> bool:
         if self._value:
             return True
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
-        # Shielded: one waiter cancelled must not cancel the others' wait.
-        return await asyncio.shield(self._future)
+        future = asyncio.get_running_loop().create_future()
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = []
+        waiters.append(future)
+        try:
+            await future
+            return True
+        finally:
+            waiters.remove(future)
+            if not waiters and self._waiters is waiters:
+                self._waiters = None
 
 
 def _slim_down(cycle: Any) -> None:
