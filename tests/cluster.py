@@ -20,26 +20,17 @@ from typing import Any
 import httpx
 
 from conftest import LIVE_ENV
-from factories import World, seed_world
+from factories import World, seeded
 from live import EventReader, LiveServer
 from servers import PostgresServer, RedisServer
-from warrantysync.storage.db import Database
 from warrantysync.storage.migrate import upgrade
 
 
-def seeded_postgres(server: PostgresServer) -> tuple[str, World]:
+def seeded_postgres(server: PostgresServer, name: str | None = None) -> tuple[str, World]:
     """A new migrated and seeded database (call outside any event loop)."""
-    url = server.create_database(f"cluster_{secrets.token_hex(4)}")
+    url = server.create_database(name or f"cluster_{secrets.token_hex(4)}")
     upgrade(url)
-
-    async def seed() -> World:
-        db = Database(url)
-        try:
-            return await seed_world(db)
-        finally:
-            await db.dispose()
-
-    return url, asyncio.run(seed())
+    return url, seeded(url)
 
 
 @dataclass

@@ -6,7 +6,6 @@ this directory on sys.path because tests/ is not a package.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,12 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from factories import World, seed_world
+from factories import World, seed_world, seeded
 from live import LiveServer
 from servers import Kind, MariaDBServer, PostgresServer, RedisServer, available
 from warrantysync import Settings, create_app
 from warrantysync.container import Services
-from warrantysync.storage.db import Database
 from warrantysync.storage.migrate import upgrade
 
 # --- real servers (build/infra) ---
@@ -138,15 +136,7 @@ def seeded_sqlite(tmp_path: Path, template: Path) -> tuple[str, World]:
     target = tmp_path / "live.db"
     shutil.copy(template, target)
     url = f"sqlite+aiosqlite:///{target}"
-
-    async def seed() -> World:
-        db = Database(url)
-        try:
-            return await seed_world(db)
-        finally:
-            await db.dispose()
-
-    return url, asyncio.run(seed())
+    return url, seeded(url)
 
 
 LIVE_ENV = {

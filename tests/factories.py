@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from warrantysync.services.accounts import hash_password
@@ -97,3 +98,16 @@ async def seed_world(db: Database) -> World:
         db, branch_id=airport, by=world.users["erin"], customer_name="Ola Berg", product="Kettle"
     )
     return world
+
+
+def seeded(url: str) -> World:
+    """Seed the migrated database at ``url`` (call outside any event loop)."""
+
+    async def seed() -> World:
+        db = Database(url)
+        try:
+            return await seed_world(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(seed())

@@ -35,6 +35,7 @@ from playwright.async_api import (
     expect,
 )
 
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from conftest import LiveFactory
 from factories import PASSWORD, World
 from live import LiveServer, reading
@@ -43,17 +44,7 @@ from warrantysync.storage.db import Database
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
-CHROMIUM = "/usr/bin/chromium"
-HAVE_CHROMIUM = Path(CHROMIUM).exists()
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+HAVE_CHROMIUM = CHROMIUM.exists()
 VIEWPORT = {"width": 1366, "height": 768}
 WAIT_MS = 10_000  # any single expectation; the machine running CI may be slow
 SHOTS = Path(os.environ.get("WARRANTYSYNC_SHOTS") or tempfile.gettempdir()) / "warrantysync-shots"
@@ -106,7 +97,7 @@ async def browser() -> AsyncIterator[Browser]:
         pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)")
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )
         try:
             yield chromium

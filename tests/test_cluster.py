@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cluster import Cluster, cluster, events_until, on, user
+from cluster import Cluster, events_until, on, two_nodes, user
 from live import reading
 from servers import PostgresServer, RedisServer
 from warrantysync.services.presence.redis import LEASE_TTL, MAINTAIN_EVERY
@@ -30,7 +30,7 @@ def nodes(
     redis_server: RedisServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Cluster]:
-    with cluster(
+    with two_nodes(
         postgres_server,
         redis_server,
         tmp_path_factory.mktemp("cluster"),
@@ -38,8 +38,6 @@ def nodes(
         lock_ttl=str(LOCK_TTL),
         disconnect_grace=str(GRACE),
     ) as running:
-        running.start()
-        running.start()
         yield running
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cluster import Cluster, cluster, events_until, user
+from cluster import Cluster, events_until, two_nodes, user
 from live import reading
 from servers import PostgresServer, RedisServer
 
@@ -29,15 +29,9 @@ def nodes(
     redis_server: RedisServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Cluster]:
-    with cluster(
-        postgres_server,
-        redis_server,
-        tmp_path_factory.mktemp("restart"),
-        redis_db=2,
-        lock_ttl="20",
+    with two_nodes(
+        postgres_server, redis_server, tmp_path_factory.mktemp("restart"), redis_db=2, lock_ttl="20"
     ) as running:
-        running.start()
-        running.start()
         yield running
 
 

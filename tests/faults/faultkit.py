@@ -19,11 +19,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from factories import PASSWORD, World, seed_world
-from servers import PostgresServer
+from factories import PASSWORD
 from warrantysync.jsonutil import loads
-from warrantysync.storage.db import Database
-from warrantysync.storage.migrate import upgrade
 
 T = TypeVar("T")
 LONG = os.environ.get("WARRANTYSYNC_FAULT_SCALE") == "long"
@@ -65,20 +62,6 @@ def raise_nofile(wanted: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-
-
-def seeded_postgres(server: PostgresServer, name: str) -> tuple[str, World]:
-    url = server.create_database(name)
-    upgrade(url)
-
-    async def seed() -> World:
-        db = Database(url)
-        try:
-            return await seed_world(db)
-        finally:
-            await db.dispose()
-
-    return url, asyncio.run(seed())
 
 
 async def case_history(http: httpx.AsyncClient, url: str) -> list[dict[str, Any]]:

@@ -19,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
+from cluster import seeded_postgres
 from conftest import LIVE_ENV
 from factories import World
-from faultkit import login_cookie, scale, seeded_postgres
+from faultkit import login_cookie, scale
 from live import LiveServer
 from servers import PostgresServer
 

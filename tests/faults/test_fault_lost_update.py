@@ -39,9 +39,9 @@ from typing import Any
 import httpx
 import pytest
 
-from cluster import Cluster, two_nodes
+from cluster import Cluster, seeded_postgres, two_nodes
 from conftest import LIVE_ENV, seeded_sqlite
-from faultkit import SESSION_COOKIE, case_history, login_cookie, scale, seeded_postgres
+from faultkit import SESSION_COOKIE, case_history, login_cookie, scale
 from live import LiveServer
 from servers import PostgresServer, RedisServer
 

@@ -16,20 +16,11 @@ from typing import Any
 import pytest
 
 from attack import Caller, live_server, run_admin, sign_in
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from factories import PASSWORD
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 IMG = '<img src=x onerror="window.__xss=1">'
 SCRIPT = "</script><script>window.__xss=1</script>"
 SHORT = "<svg onload=window.__xss=1>"  # fits customer_phone's 40 characters
