@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..errors import CaseNotFound, StaleVersion
@@ -72,7 +72,7 @@ CASES = table(WarrantyCase)
 AUDIT = table(AuditEntry)
 
 
-def case_json(case: Mapping[str, Any]) -> dict[str, Any]:
+def case_json(case: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     return {column: F.to_json(case[column]) for column in CASE_COLUMNS}
 
 
@@ -93,7 +93,7 @@ class CaseService:
                 .where(CASES.c.branch_id == branch_id, CASES.c.deleted_at.is_(None))
                 .order_by(CASES.c.id)
             )
-            return [case_json(dict(row._mapping)) for row in rows], head
+            return [case_json(row._mapping) for row in rows], head
 
     async def get(self, *, case_id: int) -> dict[str, Any]:
         async with self.db.read() as session:
