@@ -74,6 +74,7 @@ class ForwardedHeaders:
             host = forwarded_host(scope["headers"])
             if host is not None:
                 scope["headers"] = with_host(scope["headers"], host)
+        # uvicorn's ASGI types and Starlette's do not line up for mypy (as in server.py).
         await self.proxy_headers(scope, receive, send)  # type: ignore[arg-type]
 
     async def _as_public(self, scope: Scope, receive: Receive, send: Send) -> None:
