@@ -2,7 +2,8 @@
 # Install the Debian packages the test suite needs, but only those that are missing.
 #
 # Checks for: /usr/bin/chromium (Playwright drives it; never `playwright install`),
-# redis-server, PostgreSQL server binaries, mariadbd/mysqld, and node. As root it runs
+# redis-server, PostgreSQL server binaries, mariadbd/mysqld, nginx (the documented proxy
+# config runs in front of a server), openssl (its test certificate) and node. As root it runs
 # `apt-get update` once and installs what is missing; as anyone else it warns and
 # carries on, and the tests that need a missing server skip with a reason.
 #
@@ -10,7 +11,7 @@
 # free loopback ports (tests/servers.py). Services that apt may start are left alone.
 set -euo pipefail
 
-PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" # mariadbd lives in /usr/sbin
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" # mariadbd and nginx live in /usr/sbin
 
 have() { command -v "$1" >/dev/null 2>&1; }
 have_postgres() {
@@ -22,6 +23,8 @@ missing=()
 have redis-server || missing+=(redis-server)
 have_postgres || missing+=(postgresql)
 have mariadbd || have mysqld || missing+=(mariadb-server)
+have nginx || missing+=(nginx)
+have openssl || missing+=(openssl)
 have node || missing+=(nodejs)
 
 if ((${#missing[@]} == 0)); then

@@ -16,6 +16,7 @@ import pytest
 
 from factories import World, seed_world, seeded
 from live import LiveServer
+from nginx import NginxServer
 from servers import Kind, MariaDBServer, PostgresServer, RedisServer, available
 from warrantysync import Settings, create_app
 from warrantysync.container import Services
@@ -56,6 +57,22 @@ def mariadb_server() -> Iterator[MariaDBServer]:
     _require("mysql")
     with MariaDBServer() as server:
         yield server
+
+
+@pytest.fixture
+def nginx_factory() -> Iterator[Callable[[LiveServer], NginxServer]]:
+    """``start(server)``: Debian's nginx with the documented config in front of ``server``."""
+    _require("nginx")
+    started: list[NginxServer] = []
+
+    def start(server: LiveServer) -> NginxServer:
+        nginx = NginxServer(upstream=f"127.0.0.1:{server.port}")
+        started.append(nginx)
+        return nginx.start()
+
+    yield start
+    for nginx in started:
+        nginx.stop()
 
 
 # --- app fixtures (lead) ---

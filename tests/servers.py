@@ -43,7 +43,7 @@ __all__ = [
     "free_port",
 ]
 
-Kind = Literal["redis", "postgresql", "mysql"]
+Kind = Literal["redis", "postgresql", "mysql", "nginx"]
 
 HOST = "127.0.0.1"
 # Debian keeps mariadbd in /usr/sbin, which is not on an ordinary user's PATH.
@@ -118,6 +118,10 @@ def available(kind: Kind) -> str | None:
             return f"mariadb-install-db not found ({_INSTALL_HINT} mariadb-server)"
         if _which("mariadb") is None and _which("mysql") is None:
             return f"mariadb client not found ({_INSTALL_HINT} mariadb-client)"
+    elif kind == "nginx":
+        for tool, package in (("nginx", "nginx"), ("openssl", "openssl")):
+            if _which(tool) is None:
+                return f"{tool} not found ({_INSTALL_HINT} {package})"
     else:
         raise ValueError(f"unknown server kind {kind!r}")
     return None

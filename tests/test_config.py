@@ -63,3 +63,25 @@ def test_development_secret_is_generated_once(
     assert len(first) > 40
     assert Settings().secret_key == first
     assert (tmp_path / ".warrantysync-secret").stat().st_mode & 0o077 == 0
+
+
+def test_public_url_is_read_as_the_origin_a_browser_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARRANTYSYNC_SECRET_KEY", "k")
+    for value, expected in [
+        ("", None),
+        ("HTTPS://Warranty.Example.com:443/", ("https", "warranty.example.com")),
+        ("https://warranty.example.com:8443", ("https", "warranty.example.com:8443")),
+        ("http://[::1]:8080", ("http", "[::1]:8080")),
+    ]:
+        monkeypatch.setenv("WARRANTYSYNC_PUBLIC_URL", value)
+        assert Settings().public_host == expected, value
+    for value in [
+        "https://warranty.example.com/app",
+        "https://warranty.example.com/?x=1",
+        "https://user@warranty.example.com",
+        "ftp://warranty.example.com",
+        "warranty.example.com",
+    ]:
+        monkeypatch.setenv("WARRANTYSYNC_PUBLIC_URL", value)
+        with pytest.raises(ValidationError):
+            Settings()

@@ -26,6 +26,7 @@ from .services.ratelimit import RateLimits
 from .storage.db import Database
 from .web import errors as web_errors
 from .web import openapi as web_openapi
+from .web.forwarded import ForwardedHeaders
 from .web.lane import App
 from .web.routes import auth, cases, health, locks, pages
 from .web.security import EdgeHeaders, PerIpLimit
@@ -176,6 +177,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The last added runs first: the headers also go on a per-IP 429.
     app.add_middleware(PerIpLimit)
     app.add_middleware(EdgeHeaders, session_ttl=settings.session_ttl)
+    # First of all: the limit counts, and the headers and Origin check see, the
+    # browser's address, scheme and host, not the proxy's.
+    app.add_middleware(
+        ForwardedHeaders,
+        trusted_proxies=settings.trusted_proxies,
+        public_url=settings.public_host,
+    )
     return app
 
 

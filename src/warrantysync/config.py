@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRET_FILE = Path(".warrantysync-secret")
@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     secret_key: str = ""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1"])
+    public_url: HttpUrl | None = None
     session_ttl: float = Field(43200, gt=0)
     lock_ttl: float = Field(30, gt=0)
     lock_renew_ms: int | None = Field(None, gt=0)
@@ -85,6 +86,23 @@ class Settings(BaseSettings):
             raise ValueError(f"unsupported coordination backend {value!r}: use redis://")
         return value
 
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin_only(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None and (
+            value.path not in (None, "/") or value.query or value.fragment or value.username
+        ):
+            raise ValueError(
+                "give only the scheme, host and port browsers use, e.g."
+                " https://warranty.example.com:8443 (the app is always served at /)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _derived(self) -> Settings:
         if not self.secret_key:
@@ -97,6 +115,17 @@ class Settings(BaseSettings):
     def renew_ms(self) -> int:
         assert self.lock_renew_ms is not None
         return self.lock_renew_ms
+
+    @property
+    def public_host(self) -> tuple[str, str] | None:
+        """``(scheme, host[:port])`` of ``PUBLIC_URL`` as a browser's ``Origin`` writes them."""
+        url = self.public_url
+        if url is None:
+            return None
+        assert url.host is not None  # HttpUrl requires one
+        default = {"http": 80, "https": 443}[url.scheme]
+        port = "" if url.port in (None, default) else f":{url.port}"
+        return url.scheme, f"{url.host}{port}"
 
     @property
     def is_sqlite(self) -> bool:

@@ -139,8 +139,8 @@ def run(settings: Settings, host: str, port: int, workers: int = 1, reload: bool
         reload=reload,
         # Watch the package, not whatever directory we were started from.
         reload_dirs=[str(Path(__file__).parent)] if reload else None,
-        proxy_headers=True,
-        forwarded_allow_ips=",".join(settings.trusted_proxies),
+        # The app reads the forwarded headers itself (web/forwarded.py).
+        proxy_headers=False,
         loop="uvloop" if _has("uvloop") else "auto",
         http="httptools" if _has("httptools") else "auto",
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,

@@ -59,17 +59,25 @@ CurrentUser = Annotated[Principal, Depends(current_principal)]
 
 
 def own_origin(request: Request) -> str:
+    """Scheme and ``Host`` as ``web/forwarded.py`` left them: what the browser used."""
     host = request.headers.get("host", "")
     return f"{request.url.scheme}://{host}"
 
 
 def check_origin(request: Request, services: Services) -> None:
     origin = request.headers.get("origin")
-    if origin is None or origin == own_origin(request):
+    own = own_origin(request)
+    if origin is None or origin == own:
         return
     if origin in services.settings.allowed_origins:
         return
-    raise CsrfFailed("requests from this origin are not allowed")
+    # Naming our own origin makes a proxy that loses the port or the scheme
+    # obvious from the first refused login.
+    raise CsrfFailed(
+        f"requests from the origin {origin[:200]!r} are not allowed; this server's own"
+        f" origin is {own[:200]!r} (behind a proxy, see WARRANTYSYNC_TRUSTED_PROXIES and"
+        " WARRANTYSYNC_PUBLIC_URL)"
+    )
 
 
 async def checked_writer(

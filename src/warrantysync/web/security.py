@@ -93,8 +93,8 @@ class PerIpLimit:
 
     The event stream counts too: connecting is the costliest request (a
     replay), and reconnects after a deploy are already spread by jitter. The
-    IP is ``scope["client"]``, which uvicorn's proxy-headers support has set to
-    the ``X-Forwarded-For`` client when the peer is a trusted proxy.
+    IP is ``scope["client"]``, which ``web/forwarded.py`` has set to the
+    ``X-Forwarded-For`` client when the peer is a trusted proxy.
     """
 
     def __init__(self, app: ASGIApp) -> None:
