@@ -72,6 +72,29 @@ async def test_the_per_ip_limit_counts_stream_opens(db_url: str) -> None:
             assert int(refused.headers["retry-after"]) >= 1
 
 
+async def test_stream_opens_through_a_trusted_proxy_count_per_browser(db_url: str) -> None:
+    # The lane skips the middleware stack, so it must see the forwarded client too:
+    # else every browser behind nginx would share the proxy's per-IP budget.
+    settings = make_settings(db_url, rate_limit_ip="2/minute", trusted_proxies=["10.0.0.10"])
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await seed_world(app.state.services.db)
+        proxy = ("10.0.0.10", 41000)
+        transport = httpx.ASGITransport(app=app, client=proxy)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            for browser in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+                headers = {"X-Forwarded-For": browser}
+                statuses = [
+                    (await http.get("/api/branches/1/events", headers=headers)).status_code
+                    for _ in range(2)
+                ]
+                assert statuses == [401, 401], browser
+            third = await http.get(
+                "/api/branches/1/events", headers={"X-Forwarded-For": "198.51.100.1"}
+            )
+            _edge_checked(third, 429, "rate_limited")
+
+
 async def test_openapi_still_describes_the_stream(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/api/openapi.json")).json()
     operation = schema["paths"]["/api/branches/{branch_id}/events"]["get"]

@@ -177,10 +177,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The last added runs first: the headers also go on a per-IP 429.
     app.add_middleware(PerIpLimit)
     app.add_middleware(EdgeHeaders, session_ttl=settings.session_ttl)
-    # First of all: the limit counts, and the headers and Origin check see, the
-    # browser's address, scheme and host, not the proxy's.
-    app.add_middleware(
-        ForwardedHeaders,
+    # First of all, the stream lane included: the limit counts, and the headers
+    # and Origin check see, the browser's address, scheme and host, not the proxy's.
+    app.front = ForwardedHeaders(
+        app.dispatch,
         trusted_proxies=settings.trusted_proxies,
         public_url=settings.public_host,
     )

@@ -17,7 +17,7 @@ import logging
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..container import Services
 from ..errors import WarrantySyncError
@@ -29,9 +29,21 @@ log = logging.getLogger(__name__)
 
 
 class App(FastAPI):
-    """FastAPI, with the event stream served on its own lane."""
+    """FastAPI, with the event stream served on its own lane.
+
+    ``front`` (``web/forwarded.py``) runs before both ways in, so the lane sees
+    the browser's address, scheme and host exactly as the routes do.
+    """
+
+    front: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None:
+            await self.front(scope, receive, send)
+        else:
+            await self.dispatch(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
             services: Services | None = getattr(self.state, "services", None)
             # The branch id only: this frame stays suspended as long as the stream.
