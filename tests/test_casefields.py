@@ -217,3 +217,46 @@ def test_a_row_no_rule_checks_fails_loudly() -> None:
         F._rule(odd)
     same = FIELD["notes"]
     assert F._rule(same)("notes", "ok", CTX) == "ok"
+
+
+# --- docs/protocol.md, "Fields" -------------------------------------------------------
+
+
+def _doc_row(spec: Field) -> str:
+    if spec.choices is not None:
+        kind, limits = "string", "one of " + " ".join(f"`{c.value}`" for c in spec.choices)
+        rules = ["choice"]
+    elif spec.member_of_branch:
+        kind, limits = "integer or null", "the id of a member of the case's branch"
+        rules = ["type", "member"]
+    elif spec.json_type == "date":
+        kind, limits = "`YYYY-MM-DD` or null", '`""` is null'
+        if spec.not_future:
+            limits += "; not after today in the branch's time zone"
+        rules = ["type", "date"] + (["not_future"] if spec.not_future else [])
+    else:
+        assert spec.max_length is not None
+        least = "1–" if spec.required else "≤ "
+        kind = "string"
+        limits = f"{least}{spec.max_length} characters, " + (
+            "trimmed" if spec.trim else "kept verbatim"
+        )
+        if spec.email:
+            limits += "; a valid email address or empty"
+        rules = ["type", "characters", *(["required"] if spec.required else []), "max_length"]
+        rules += ["email"] if spec.email else []
+    return f"| `{spec.name}` | {kind} | {limits} | {' '.join(f'`{r}`' for r in rules)} |"
+
+
+def test_the_protocol_documents_the_table() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    table = "\n".join(
+        [
+            "| field | JSON | limits | `rule` when refused |",
+            "|---|---|---|---|",
+            *(_doc_row(spec) for spec in EDITABLE),
+        ]
+    )
+    assert table in text, f"docs/protocol.md, Fields, should have this table:\n{table}"
+    read_only = ", ".join(f"`{name}`" for name in sorted(F.READ_ONLY, key=casefields.COLUMNS.index))
+    assert read_only in " ".join(text.split())

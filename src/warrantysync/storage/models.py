@@ -95,7 +95,8 @@ class Branch(Base):
     name: Mapped[str] = mapped_column(String(120))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     # Per-branch event counter, bumped in the transaction that writes an
-    # outbox row: event ids are contiguous and in commit order (DESIGN §4).
+    # outbox row: event ids are contiguous and in commit order
+    # (docs/protocol.md, The event stream).
     last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
@@ -207,9 +208,10 @@ class AuditEntry(Base):
 
 
 class OutboxEvent(Base):
-    """A durable event: the log a resuming stream replays (DESIGN §4).
+    """A durable event: the log a resuming stream replays.
 
-    ``data`` is the event's JSON exactly as it goes on the wire.
+    ``data`` is the event's JSON exactly as it goes on the wire
+    (docs/protocol.md, The event stream).
     """
 
     __tablename__ = "outbox"

@@ -1,7 +1,7 @@
 // Saving edits: debounce for text, at once for dropdowns and dates, one
 // queue per case so a case's saves never overtake each other, retries that
 // resend byte-identical requests under the same Idempotency-Key, and the
-// 4xx / 409 outcomes of DESIGN §3. No DOM: everything is injected.
+// 4xx / 409 outcomes of docs/protocol.md, PATCH. No DOM: everything is injected.
 
 import { ApiError } from './api.js';
 import { DEFAULT_DELAYS_MS, backoffDelay } from './backoff.js';

@@ -58,7 +58,7 @@ export function decorate(holder, control, caseId, field, ctx) {
     const name = (lock.user && lock.user.name) || 'someone';
     holder.dataset.lockedBy = name;
     holder.title = `Locked by ${name}`;
-    // Managers may take a lock away (DESIGN §2): their badge is a button.
+    // Managers may take a lock away (docs/protocol.md, Locks): their badge is a button.
     const canForce = ctx.role() === 'manager' && typeof ctx.forceRelease === 'function';
     if (badge && (badge.tagName === 'BUTTON') !== canForce) {
       badge.remove();
