@@ -654,3 +654,87 @@ async def test_own_edits_are_not_flashed_or_applied_twice(
     names = [h["new"] for h in history if h["field"] == "customer_name" and h["version"] > 1]
     assert names[0] == "Ann Marie Smith"
     assert len(names) == len(alice.patches_to(phone)), "one audit row per save, none twice"
+
+
+# --- the field table the page sends (casefields.py → static/js/fields.js) ----------
+
+CONTROLS_OF_ROW = """(caseId) => {
+  const fields = JSON.parse(document.getElementById('ws-config').textContent).fields;
+  const tr = document.querySelector(`tr[data-case-id="${caseId}"]`);
+  const controls = {};
+  for (const td of tr.querySelectorAll('td[data-field]')) {
+    const c = td.querySelector('[data-control]');
+    controls[td.dataset.field] = {
+      tag: c.tagName.toLowerCase(), type: c.getAttribute('type'), cell: td.className,
+      maxlength: c.getAttribute('maxlength'), max: c.getAttribute('max'),
+      options: c.tagName === 'SELECT' ? [...c.options].map((o) => [o.value, o.text]) : null,
+    };
+  }
+  const headers = [...document.querySelectorAll('#cases-table thead th')]
+    .map((th) => [th.querySelector('[data-sort]').dataset.sort, th.textContent.trim()]);
+  return { fields, controls, headers };
+}"""
+TAGS = {"text": ("input", "text"), "multiline": ("textarea", None), "date": ("input", "date")}
+
+
+async def test_the_table_controls_follow_the_field_table(
+    live_factory: LiveFactory, windows: Opener
+) -> None:
+    server, world = live_factory()
+    alice = await windows(server, world, "alice")
+    seen = await alice.page.evaluate(CONTROLS_OF_ROW, world.cases["phone"])
+    rows = {row["name"]: row for row in seen["fields"]}
+    assert rows["customer_name"]["max_length"] == 120  # the page really sent the table
+    assert [label for _, label in seen["headers"]] == [rows[f]["label"] for f, _ in seen["headers"]]
+    assert seen["controls"], "no editable cells"
+    for name, control in seen["controls"].items():
+        row = rows[name]
+        assert row["editable"], name
+        assert f"cell-{row['kind']}" in control["cell"].split(), (name, control)
+        if row["kind"] == "select":
+            assert control["tag"] == "select", name
+            values = [value for value, _ in control["options"]]
+            if row["member_of_branch"]:
+                assert values[0] == "" and len(values) > 1, values
+            else:
+                assert values == row["choices"], name
+        else:
+            assert (control["tag"], control["type"]) == TAGS[row["kind"]], name
+        limit = row["max_length"]
+        assert control["maxlength"] == (None if limit is None else str(limit)), name
+        assert (control["max"] is not None) is row["not_future"], name
+    statuses = dict(seen["controls"]["status"]["options"])
+    assert statuses["awaiting_parts"] == "Awaiting parts"
+
+
+async def test_a_new_case_starts_from_the_tables_defaults(
+    live_factory: LiveFactory, windows: Opener
+) -> None:
+    server, world = live_factory()
+    alice = await windows(server, world, "alice")
+    page = alice.page
+    await page.locator("#new-case").click()
+    dialog = page.locator("#new-case-dialog")
+    await expect(dialog).to_be_visible()
+    name = dialog.locator("#new-customer_name")
+    await expect(name).to_be_focused()
+    await expect(name).to_have_js_property("required", True)
+    await expect(dialog.locator("label[for=new-customer_name]")).to_have_text("Customer *")
+    await expect(dialog.locator("#new-product")).to_have_js_property("required", False)
+    await expect(dialog.locator("#new-status")).to_have_value("new")
+    await expect(dialog.locator("#new-priority")).to_have_value("normal")
+    await expect(dialog.locator("#new-assignee_id")).to_have_value("")
+    await expect(dialog.locator("#new-issue")).to_have_attribute("maxlength", "2000")
+    assert await dialog.locator("#new-notes").count() == 0
+    await alice.shot("new-case-dialog")
+
+    await name.fill("Nora New")
+    await dialog.locator("#new-priority").select_option("high")
+    async with page.expect_response("**/api/branches/*/cases") as answer:
+        await dialog.locator("button[type=submit]").click()
+    created = await (await answer.value).json()
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator(f'tr[data-case-id="{created["id"]}"]')).to_be_visible()
+    case = await server_case(server, created["id"])
+    assert (case["customer_name"], case["status"], case["priority"]) == ("Nora New", "new", "high")
+    assert (case["assignee_id"], case["purchase_date"], case["notes"]) == (None, None, "")

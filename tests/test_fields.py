@@ -1,4 +1,4 @@
-"""services/fields.py: the rules of every editable field (DESIGN §2), no database."""
+"""services/fields.py: the rules of every editable field (docs/protocol.md, Fields), no database."""
 
 from __future__ import annotations
 

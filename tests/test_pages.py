@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -218,6 +219,10 @@ async def test_branch_page_has_app_and_config(
     assert config["RECONNECT_DELAYS_MS"] == [1000, 2000, 4000, 8000, 16000, 30000]
     assert config["LOCK_RENEW_MS"] == int(settings.lock_ttl * 1000 / 3)
     assert config["branch_id"] == downtown
+    # The field table static/js/fields.js answers from: the one the node tests use.
+    assert config["fields"] == json.loads(
+        (Path(__file__).parent / "js" / "fields.json").read_text()
+    )
     me = (await alice.get("/api/me")).json()
     assert config["csrf_token"] == me["csrf_token"]
     assert config["role"] == "editor"

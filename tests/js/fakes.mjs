@@ -1,8 +1,18 @@
 // Hand-written fakes for the browser-client tests: a clock whose time only
 // moves when a test says so, an EventSource the test drives, a fetch whose
-// answers the test controls, and an in-memory Storage.
+// answers the test controls, and an in-memory Storage; and the server's field
+// table as the branch page sends it.
+
+import { readFileSync } from 'node:fs';
 
 export const JS = '../../src/warrantysync/web/static/js';
+
+/**
+ * The page config's `fields`: written from src/warrantysync/casefields.py and
+ * compared with what the branch page sends by tests/test_casefields.py, so
+ * these tests and the server cannot drift apart.
+ */
+export const FIELD_TABLE = JSON.parse(readFileSync(new URL('./fields.json', import.meta.url), 'utf8'));
 
 /** Let pending promise callbacks run (several rounds: chains await chains). */
 export async function settle(rounds = 20) {

@@ -3,9 +3,12 @@ import { describe, test } from 'node:test';
 
 import { createApi } from '../../src/warrantysync/web/static/js/api.js';
 import { createDrafts, draftsKey } from '../../src/warrantysync/web/static/js/drafts.js';
+import { installFields } from '../../src/warrantysync/web/static/js/fields.js';
 import { createSaver } from '../../src/warrantysync/web/static/js/saver.js';
 import { createStore } from '../../src/warrantysync/web/static/js/store.js';
-import { FakeClock, FakeFetch, MemoryStorage, makeCase, settle } from './fakes.mjs';
+import { FIELD_TABLE, FakeClock, FakeFetch, MemoryStorage, makeCase, settle } from './fakes.mjs';
+
+installFields(FIELD_TABLE); // as main.js does from the page config
 
 const DEBOUNCE = 1000;
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..casefields import COLUMNS
 from ..errors import CaseNotFound, StaleVersion
 from ..jsonutil import dumps_str, loads
 from ..storage import outbox
@@ -31,27 +32,6 @@ Publish = Callable[[Event], Awaitable[None]]
 PRUNE_EVERY = 100
 # For changes to fields outside F.CONTEXT_FIELDS, whose rules never read it.
 NO_CONTEXT = F.Context(timezone="UTC", member_ids=frozenset())
-
-CASE_COLUMNS = (
-    "id",
-    "branch_id",
-    "case_number",
-    "customer_name",
-    "customer_phone",
-    "customer_email",
-    "product",
-    "serial_number",
-    "purchase_date",
-    "issue",
-    "status",
-    "priority",
-    "assignee_id",
-    "notes",
-    "version",
-    "created_at",
-    "updated_at",
-    "updated_by",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +53,7 @@ AUDIT = table(AuditEntry)
 
 
 def case_json(case: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
-    return {column: F.to_json(case[column]) for column in CASE_COLUMNS}
+    return {column: F.to_json(case[column]) for column in COLUMNS}
 
 
 class CaseService:
@@ -149,7 +129,7 @@ class CaseService:
             )
             session.add(case)
             await session.flush()
-            body = case_json({column: getattr(case, column) for column in CASE_COLUMNS})
+            body = case_json({column: getattr(case, column) for column in COLUMNS})
             await _audit(
                 session, case.id, 1, {f: (None, clean[f]) for f in sorted(clean)}, actor, now
             )

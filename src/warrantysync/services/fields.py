@@ -1,7 +1,9 @@
-"""The editable fields of a warranty case and their rules (DESIGN §2).
+"""The rules of a warranty case's editable fields, built from its field table.
 
-Each rule turns a JSON value into the stored Python value or raises
-``ValidationFailed`` naming the field and the rule broken.
+``casefields.FIELDS`` says what each field allows; this turns that into one
+rule per field. A rule turns a JSON value into the stored Python value or
+raises ``ValidationFailed`` naming the field and the rule broken (the
+``field`` and ``rule`` of a 422, docs/protocol.md, Errors).
 """
 
 from __future__ import annotations
@@ -9,17 +11,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
+from ..casefields import EDITABLE as EDITABLE_FIELDS
+from ..casefields import FIELDS, Field, Save
 from ..errors import ValidationFailed
-from ..storage.models import Priority, Status
 
-READ_ONLY = frozenset(
-    {"id", "branch_id", "case_number", "version", "created_at", "updated_at", "updated_by"}
-)
+Rule = Callable[[str, Any, "Context"], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +43,7 @@ def _fail(field: str, rule: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"{field}: {message}", field=field, rule=rule)
 
 
-def _text(
-    max_len: int, *, min_len: int = 0, trim: bool = True
-) -> Callable[[str, Any, Context], str]:
+def _text(max_len: int, *, min_len: int, trim: bool) -> Rule:
     def rule(field: str, value: Any, _ctx: Context) -> str:
         if not isinstance(value, str):
             raise _fail(field, "type", "must be a string")
@@ -59,37 +59,43 @@ def _text(
     return rule
 
 
-def _email(field: str, value: Any, ctx: Context) -> str:
-    text = _text(254)(field, value, ctx)
-    if not text:
+def _email(text_rule: Rule) -> Rule:
+    def rule(field: str, value: Any, ctx: Context) -> str:
+        text: str = text_rule(field, value, ctx)
+        if not text:
+            return text
+        try:
+            validate_email(text, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise _fail(field, "email", f"is not a valid email address ({exc})") from None
         return text
-    try:
-        validate_email(text, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise _fail(field, "email", f"is not a valid email address ({exc})") from None
-    return text
+
+    return rule
 
 
-def _date(field: str, value: Any, ctx: Context) -> dt.date | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise _fail(field, "type", "must be a date YYYY-MM-DD or null")
-    try:
-        parsed = dt.date.fromisoformat(value)
-    except ValueError:
-        raise _fail(field, "date", "must be a date YYYY-MM-DD") from None
-    if len(value) != 10:
-        raise _fail(field, "date", "must be a date YYYY-MM-DD")
-    if parsed > ctx.today():
-        raise _fail(field, "not_future", "must not be after today")
-    return parsed
+def _date(*, not_future: bool) -> Rule:
+    def rule(field: str, value: Any, ctx: Context) -> dt.date | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise _fail(field, "type", "must be a date YYYY-MM-DD or null")
+        try:
+            parsed = dt.date.fromisoformat(value)
+        except ValueError:
+            raise _fail(field, "date", "must be a date YYYY-MM-DD") from None
+        if len(value) != 10:
+            raise _fail(field, "date", "must be a date YYYY-MM-DD")
+        if not_future and parsed > ctx.today():
+            raise _fail(field, "not_future", "must not be after today")
+        return parsed
+
+    return rule
 
 
-def _choice(enum_cls: type[Status] | type[Priority]) -> Callable[..., Any]:
+def _choice(enum_cls: type[StrEnum]) -> Rule:
     allowed = [member.value for member in enum_cls]
 
-    def rule(field: str, value: Any, _ctx: Context) -> Any:
+    def rule(field: str, value: Any, _ctx: Context) -> StrEnum:
         if not isinstance(value, str) or value not in allowed:
             raise _fail(field, "choice", f"must be one of {', '.join(allowed)}")
         return enum_cls(value)
@@ -107,25 +113,28 @@ def _assignee(field: str, value: Any, ctx: Context) -> int | None:
     return value
 
 
-RULES: Mapping[str, Callable[[str, Any, Context], Any]] = {
-    "customer_name": _text(120, min_len=1),
-    "customer_phone": _text(40),
-    "customer_email": _email,
-    "product": _text(120),
-    "serial_number": _text(80),
-    "purchase_date": _date,
-    "issue": _text(2000, trim=False),
-    "status": _choice(Status),
-    "priority": _choice(Priority),
-    "assignee_id": _assignee,
-    "notes": _text(5000, trim=False),
-}
+def _rule(spec: Field) -> Rule:
+    """The rule for one row of the table; a row no rule implements fails at import."""
+    if spec.choices is not None:
+        return _choice(spec.choices)
+    if spec.json_type == "string" and spec.max_length is not None:
+        text = _text(spec.max_length, min_len=1 if spec.required else 0, trim=spec.trim)
+        return _email(text) if spec.email else text
+    if spec.json_type == "date" and spec.nullable:
+        return _date(not_future=spec.not_future)
+    if spec.json_type == "integer" and spec.nullable and spec.member_of_branch:
+        return _assignee
+    raise ValueError(f"{spec.name}: no rule checks a field like {spec!r}")
+
+
+RULES: Mapping[str, Rule] = {spec.name: _rule(spec) for spec in EDITABLE_FIELDS}
 EDITABLE = frozenset(RULES)
+READ_ONLY = frozenset(spec.name for spec in FIELDS if not spec.editable)
 # The only rules that read the Context; a change to other fields validates
 # without it, so a save of a text field skips the queries that build it.
-CONTEXT_FIELDS = frozenset({"purchase_date", "assignee_id"})
-# Saved at once by the client; text fields are debounced (DESIGN §2).
-IMMEDIATE = frozenset({"purchase_date", "status", "priority", "assignee_id"})
+CONTEXT_FIELDS = frozenset(spec.name for spec in EDITABLE_FIELDS if spec.needs_branch)
+# Saved at once by the client; the others are debounced.
+IMMEDIATE = frozenset(spec.name for spec in EDITABLE_FIELDS if spec.save is Save.immediate)
 
 
 def check_field_name(field: Any) -> str:
@@ -162,6 +171,6 @@ def to_json(value: Any) -> Any:
         return value.isoformat() + "Z"
     if isinstance(value, dt.date):
         return value.isoformat()
-    if isinstance(value, Status | Priority):
+    if isinstance(value, StrEnum):
         return value.value
     return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -25,7 +26,10 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
+from sqlalchemy.types import TypeEngine
+
+from ..casefields import FIELD, Priority, Status
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -61,27 +65,27 @@ class Role(enum.StrEnum):
     manager = "manager"
 
 
-class Status(enum.StrEnum):
-    new = "new"
-    diagnosing = "diagnosing"
-    awaiting_parts = "awaiting_parts"
-    in_repair = "in_repair"
-    ready = "ready"
-    closed = "closed"
-    rejected = "rejected"
-
-
-class Priority(enum.StrEnum):
-    low = "low"
-    normal = "normal"
-    high = "high"
-    urgent = "urgent"
-
-
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
     # Stored as plain strings (no native ENUM type), so adding a value is a
     # code change, not a schema migration on three databases.
     return Enum(cls, name=name, native_enum=False, length=20, validate_strings=True)
+
+
+def _case_column(name: str, *args: Any, **kw: Any) -> MappedColumn[Any]:
+    """A case's column as its field table says (casefields.py): length, TEXT or enum, default."""
+    spec = FIELD[name]
+    kind: TypeEngine[Any]
+    if spec.choices is not None:
+        kind = _enum(spec.choices, name)
+    elif spec.text_column:
+        kind = Text()
+    elif spec.json_type == "string" and spec.max_length is not None:
+        kind = String(spec.max_length)
+    elif spec.json_type == "date":
+        kind = Date()
+    else:
+        raise ValueError(f"{name}: the field table gives no column type for {spec!r}")
+    return mapped_column(kind, *args, default=spec.default, **kw)
 
 
 class Branch(Base):
@@ -91,7 +95,8 @@ class Branch(Base):
     name: Mapped[str] = mapped_column(String(120))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     # Per-branch event counter, bumped in the transaction that writes an
-    # outbox row: event ids are contiguous and in commit order (DESIGN §4).
+    # outbox row: event ids are contiguous and in commit order
+    # (docs/protocol.md, The event stream).
     last_event_id: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
@@ -159,20 +164,20 @@ class WarrantyCase(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     branch_id: Mapped[int] = mapped_column(ForeignKey("branches.id", ondelete="CASCADE"))
-    case_number: Mapped[str] = mapped_column(String(20), unique=True)
-    customer_name: Mapped[str] = mapped_column(String(120))
-    customer_phone: Mapped[str] = mapped_column(String(40), default="")
-    customer_email: Mapped[str] = mapped_column(String(254), default="")
-    product: Mapped[str] = mapped_column(String(120), default="")
-    serial_number: Mapped[str] = mapped_column(String(80), default="")
-    purchase_date: Mapped[dt.date | None] = mapped_column(Date, default=None)
-    issue: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[Status] = mapped_column(_enum(Status, "status"), default=Status.new)
-    priority: Mapped[Priority] = mapped_column(_enum(Priority, "priority"), default=Priority.normal)
+    case_number: Mapped[str] = _case_column("case_number", unique=True)
+    customer_name: Mapped[str] = _case_column("customer_name")
+    customer_phone: Mapped[str] = _case_column("customer_phone")
+    customer_email: Mapped[str] = _case_column("customer_email")
+    product: Mapped[str] = _case_column("product")
+    serial_number: Mapped[str] = _case_column("serial_number")
+    purchase_date: Mapped[dt.date | None] = _case_column("purchase_date")
+    issue: Mapped[str] = _case_column("issue")
+    status: Mapped[Status] = _case_column("status")
+    priority: Mapped[Priority] = _case_column("priority")
     assignee_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
-    notes: Mapped[str] = mapped_column(Text, default="")
+    notes: Mapped[str] = _case_column("notes")
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
@@ -203,9 +208,10 @@ class AuditEntry(Base):
 
 
 class OutboxEvent(Base):
-    """A durable event: the log a resuming stream replays (DESIGN §4).
+    """A durable event: the log a resuming stream replays.
 
-    ``data`` is the event's JSON exactly as it goes on the wire.
+    ``data`` is the event's JSON exactly as it goes on the wire
+    (docs/protocol.md, The event stream).
     """
 
     __tablename__ = "outbox"

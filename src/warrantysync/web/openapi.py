@@ -3,8 +3,9 @@
 The routes return plain ``Response`` objects (encoded once, with orjson), so
 FastAPI cannot see their bodies: it would document every error as its own
 ``{"detail": [...]}`` shape, no request body for PATCH, and any JSON for a
-case. This adds what DESIGN §3 specifies — the ``{"error", "message", …}``
-body for every error status, the case and the request bodies — so outside
+case. This adds the contract of docs/protocol.md — the ``{"error",
+"message", …}`` body for every error status (Errors), the case and the
+request bodies (Cases, built from the field table in casefields.py) — so outside
 clients and the schema fuzzer (tests/security) read the real contract.
 """
 
@@ -15,25 +16,30 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from ..storage.models import Priority, Status
+from ..casefields import EDITABLE, FIELDS, Field
 
-_TEXT = {
-    "customer_name": 120,
-    "customer_phone": 40,
-    "customer_email": 254,
-    "product": 120,
-    "serial_number": 80,
-    "issue": 2000,
-    "notes": 5000,
-}
-_NULLABLE_INT = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
-_FIELDS: dict[str, Any] = {
-    **{name: {"type": "string", "maxLength": limit} for name, limit in _TEXT.items()},
-    "purchase_date": {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]},
-    "status": {"type": "string", "enum": [s.value for s in Status]},
-    "priority": {"type": "string", "enum": [p.value for p in Priority]},
-    "assignee_id": _NULLABLE_INT,
-}
+
+def field_schema(spec: Field) -> dict[str, Any]:
+    """One field's JSON Schema, from the field table (casefields.py)."""
+    schema: dict[str, Any]
+    if spec.json_type == "integer":
+        schema = {"type": "integer"}
+        if spec.minimum is not None:
+            schema["minimum"] = spec.minimum
+    elif spec.json_type == "date":
+        schema = {"type": "string", "format": "date"}
+    else:
+        schema = {"type": "string"}
+        if spec.choices is not None:
+            schema["enum"] = [choice.value for choice in spec.choices]
+        if spec.required:
+            schema["minLength"] = 1
+        if spec.max_length is not None:
+            schema["maxLength"] = spec.max_length
+    return {"anyOf": [schema, {"type": "null"}]} if spec.nullable else schema
+
+
+_FIELDS = {spec.name: field_schema(spec) for spec in EDITABLE}
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -42,17 +48,8 @@ SCHEMAS: dict[str, Any] = {
     },
     "Case": {
         "type": "object",
-        "required": ["id", "branch_id", "case_number", "version", *_FIELDS],
-        "properties": {
-            "id": {"type": "integer"},
-            "branch_id": {"type": "integer"},
-            "case_number": {"type": "string"},
-            **_FIELDS,
-            "version": {"type": "integer", "minimum": 1},
-            "created_at": {"type": "string"},
-            "updated_at": {"type": "string"},
-            "updated_by": _NULLABLE_INT,
-        },
+        "required": [spec.name for spec in FIELDS],
+        "properties": {spec.name: field_schema(spec) for spec in FIELDS},
     },
     "CaseFields": {"type": "object", "properties": _FIELDS, "additionalProperties": False},
     "CasePatch": {

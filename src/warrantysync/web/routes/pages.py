@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from ...casefields import client_table
 from ...errors import NotFound
 from ...jsonutil import dumps_str
 from ...services.accounts import Principal
-from ...storage.models import Priority, Status
 from ..deps import SESSION_COOKIE, ServicesDep, check_origin, optional_principal
 
 router = APIRouter(include_in_schema=False)
@@ -88,8 +88,8 @@ async def branch_page(branch_id: int, request: Request, services: ServicesDep) -
         "csrf_token": principal.csrf_token or "",
         "branches": await services.accounts.branches_of(user_id=principal.user_id),
         "members": await services.accounts.members(branch_id=branch.id),
-        "statuses": [s.value for s in Status],
-        "priorities": [p.value for p in Priority],
+        # The field table (casefields.py) that static/js/fields.js answers from.
+        "fields": client_table(),
         **services.settings.client_config(),
     }
     return templates.TemplateResponse(

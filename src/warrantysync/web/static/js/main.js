@@ -6,7 +6,7 @@
 import { createApi } from './api.js';
 import { createConnection } from './connection.js';
 import { createDrafts, draftsKey } from './drafts.js';
-import { FIELD_LABELS } from './fields.js';
+import { installFields, labelOf } from './fields.js';
 import { createLocks } from './locks.js';
 import { createSaver } from './saver.js';
 import { createStore } from './store.js';
@@ -64,6 +64,7 @@ function goToLogin() {
 
 function start() {
   const config = readConfig();
+  installFields(config.fields);
   const branchId = config.branch_id;
   const clientId = tabClientId();
   const timers = { setTimeout: (fn, ms) => window.setTimeout(fn, ms), clearTimeout: (id) => window.clearTimeout(id) };
@@ -84,8 +85,8 @@ function start() {
   const locks = createLocks({
     api, clientId, renewMs: config.LOCK_RENEW_MS || 10000, ...timers,
     onLost: (caseId, field, holder, reason) => view.toast(reason === 'forced'
-      ? `A manager released your lock on ${FIELD_LABELS[field] || field} of ${caseName(caseId)}. Your text is kept.`
-      : `${holder && holder.name ? holder.name : 'Someone else'} now holds ${FIELD_LABELS[field] || field} of ${caseName(caseId)}. Your text is kept.`, 'warning'),
+      ? `A manager released your lock on ${labelOf(field)} of ${caseName(caseId)}. Your text is kept.`
+      : `${holder && holder.name ? holder.name : 'Someone else'} now holds ${labelOf(field)} of ${caseName(caseId)}. Your text is kept.`, 'warning'),
   });
 
   saver = createSaver({

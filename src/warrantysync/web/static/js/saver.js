@@ -1,11 +1,11 @@
 // Saving edits: debounce for text, at once for dropdowns and dates, one
 // queue per case so a case's saves never overtake each other, retries that
 // resend byte-identical requests under the same Idempotency-Key, and the
-// 4xx / 409 outcomes of DESIGN §3. No DOM: everything is injected.
+// 4xx / 409 outcomes of docs/protocol.md, PATCH. No DOM: everything is injected.
 
 import { ApiError } from './api.js';
 import { DEFAULT_DELAYS_MS, backoffDelay } from './backoff.js';
-import { EDITABLE_FIELDS, fieldKey, isDebounced as defaultIsDebounced, sameValue } from './fields.js';
+import { fieldKey, isDebounced as defaultIsDebounced, isEditable, sameValue } from './fields.js';
 
 function noop() {}
 
@@ -349,7 +349,7 @@ export function createSaver(options) {
     let restored = 0;
     for (const draft of drafts.list()) {
       const { case_id: caseId, field, value, expected } = draft;
-      if (!store.getCase(caseId) || !EDITABLE_FIELDS.includes(field)
+      if (!store.getCase(caseId) || !isEditable(field)
         || sameValue(value, store.confirmedValue(caseId, field))) {
         drafts.remove(caseId, field);
         continue;

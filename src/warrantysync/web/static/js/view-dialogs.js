@@ -1,9 +1,15 @@
 // Toasts and modal dialogs: conflict choice, new case, confirmation.
 
 import { h } from './dom.js';
-import { EDITABLE_FIELDS, FIELD_KINDS, FIELD_LABELS } from './fields.js';
+import { defaultOf, isEditable, isNotFuture, isRequired, kindOf, labelOf } from './fields.js';
 import { createControl, readControl, writeControl } from './view-table.js';
 
+// The intake form's layout, two to a row: the short fields first, then the
+// issue across the whole width. Notes are for the work on a case, not its intake.
+const NEW_CASE_FIELDS = Object.freeze([
+  'customer_name', 'customer_phone', 'customer_email', 'product', 'serial_number',
+  'purchase_date', 'status', 'priority', 'assignee_id', 'issue',
+]);
 const TOAST_MS = { info: 5000, success: 4000, warning: 8000, error: 10000 };
 const MAX_TOASTS = 5;
 
@@ -55,7 +61,7 @@ export function createConflictDialog(ctx) {
     const use = h('button', { type: 'button', class: 'btn btn-primary', dataset: { choice: 'mine' }, text: 'Use mine' });
     dialog.replaceChildren(
       h('h2', { id: 'conflict-title', text: 'This field changed while you were editing' }),
-      h('p', { class: 'muted', text: `${who} changed ${FIELD_LABELS[field] || field} of ${json ? json.case_number : 'this case'}. Which version should stay?` }),
+      h('p', { class: 'muted', text: `${who} changed ${labelOf(field)} of ${json ? json.case_number : 'this case'}. Which version should stay?` }),
       h('div', { class: 'conflict-values' },
         valueBlock(`Theirs (${who})`, field, theirs, 'theirs'),
         valueBlock('Yours', field, mine, 'mine')),
@@ -97,8 +103,6 @@ export function createConfirmDialog() {
   };
 }
 
-const NEW_CASE_FIELDS = EDITABLE_FIELDS.filter((f) => f !== 'notes');
-
 /** "New case" form: POST, then the row appears (and the stream confirms it to everyone). */
 export function createNewCaseDialog(ctx, { create, onCreated }) {
   const dialog = modal('new-case-dialog', 'new-case-title');
@@ -108,16 +112,16 @@ export function createNewCaseDialog(ctx, { create, onCreated }) {
   const cancel = h('button', { type: 'button', class: 'btn', text: 'Cancel' });
   const controls = new Map();
   const grid = h('div', { class: 'form-grid' });
-  for (const field of NEW_CASE_FIELDS) {
-    const control = createControl(field, ctx, FIELD_LABELS[field]);
+  for (const field of NEW_CASE_FIELDS.filter(isEditable)) {
+    const control = createControl(field, ctx, labelOf(field));
     control.id = `new-${field}`;
     control.name = field;
     control.classList.add('form-control');
-    if (field === 'customer_name') control.required = true;
-    if (FIELD_KINDS[field] === 'multiline') control.rows = 3;
+    control.required = isRequired(field);
+    if (kindOf(field) === 'multiline') control.rows = 3;
     controls.set(field, control);
-    grid.append(h('div', { class: `form-row form-row-${FIELD_KINDS[field]}` },
-      h('label', { for: control.id, text: field === 'customer_name' ? `${FIELD_LABELS[field]} *` : FIELD_LABELS[field] }), control));
+    grid.append(h('div', { class: `form-row form-row-${kindOf(field)}` },
+      h('label', { for: control.id, text: isRequired(field) ? `${labelOf(field)} *` : labelOf(field) }), control));
   }
   const form = h('form', { method: 'dialog', novalidate: false },
     h('h2', { id: 'new-case-title', text: 'New warranty case' }), grid, error,
@@ -149,13 +153,11 @@ export function createNewCaseDialog(ctx, { create, onCreated }) {
   return function open() {
     form.reset();
     for (const [field, control] of controls) {
-      const priority = ctx.priorities.some((o) => o.value === 'normal') ? 'normal' : ctx.priorities[0]?.value;
-      const initial = { status: ctx.statuses[0]?.value, priority }[field] ?? '';
-      writeControl(control, field, initial, ctx);
-      if (control.type === 'date') control.max = ctx.today();
+      writeControl(control, field, defaultOf(field), ctx);
+      if (isNotFuture(field)) control.max = ctx.today();
     }
     error.hidden = true;
     dialog.showModal();
-    controls.get('customer_name').focus();
+    controls.values().next().value.focus();
   };
 }

@@ -2,7 +2,7 @@
 // case's history timeline.
 
 import { absoluteTime, colourSlot, h, initials, relativeTime } from './dom.js';
-import { FIELD_LABELS } from './fields.js';
+import { isMemberField, labelOf } from './fields.js';
 import { createControl, decorate, writeControl } from './view-table.js';
 
 const PANEL_FIELDS = ['issue', 'notes'];
@@ -11,8 +11,8 @@ const HISTORY_REFRESH_MS = 800;
 
 export function describeValue(field, value, ctx) {
   if (value === null || value === undefined || value === '') return '(empty)';
-  if (field === 'status' || field === 'priority') return ctx.label(field, value);
-  if (field === 'assignee_id') return ctx.memberName(value);
+  if (ctx.options(field)) return ctx.label(field, value);
+  if (isMemberField(field)) return ctx.memberName(value);
   const text = String(value);
   return text.length > 140 ? `${text.slice(0, 139)}…` : text;
 }
@@ -38,11 +38,11 @@ export function createPanel(ctx, { actions, toast, confirm }) {
 
   for (const field of PANEL_FIELDS) {
     const id = `panel-${field}`;
-    const control = createControl(field, ctx, FIELD_LABELS[field]);
+    const control = createControl(field, ctx, labelOf(field));
     control.id = id;
     control.rows = field === 'notes' ? 8 : 5;
     const wrap = h('div', { class: 'panel-field', dataset: { panelField: field } },
-      h('label', { for: id, text: FIELD_LABELS[field] }), control);
+      h('label', { for: id, text: labelOf(field) }), control);
     fields.set(field, { wrap, control });
     body.append(wrap);
   }
@@ -78,7 +78,7 @@ export function createPanel(ctx, { actions, toast, confirm }) {
 
   function historyItem(entry) {
     const user = entry.user || { id: 0, name: 'System' };
-    const label = FIELD_LABELS[entry.field] || entry.field;
+    const label = labelOf(entry.field);
     const change = entry.old === undefined && entry.new === undefined ? null
       : h('p', { class: 'change' },
         h('del', { text: describeValue(entry.field, entry.old, ctx) }), ' → ',

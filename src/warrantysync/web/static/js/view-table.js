@@ -2,7 +2,7 @@
 // change never rebuilds (and never steals focus from) what the user is in.
 
 import { flash, h, initials } from './dom.js';
-import { FIELD_KINDS, FIELD_LABELS, MAX_LENGTHS } from './fields.js';
+import { fromControl, isMemberField, isNotFuture, kindOf, labelOf, maxLengthOf } from './fields.js';
 
 // Working set first, so 1366 px shows what people triage by; contact details scroll in.
 export const COLUMNS = Object.freeze([
@@ -14,25 +14,24 @@ const INPUT_MODES = { customer_phone: 'tel', customer_email: 'email' };
 const SEARCHED = ['case_number', 'customer_name', 'customer_phone', 'customer_email', 'product', 'serial_number', 'issue', 'notes'];
 
 function optionsFor(field, ctx) {
-  if (field === 'status') return ctx.statuses;
-  if (field === 'priority') return ctx.priorities;
-  return [{ value: '', label: 'Unassigned' }, ...ctx.members.map((m) => ({ value: String(m.id), label: m.name }))];
+  if (isMemberField(field)) return [{ value: '', label: 'Unassigned' }, ...ctx.members.map((m) => ({ value: String(m.id), label: m.name }))];
+  return ctx.options(field);
 }
 
 /** The control for one field: looks like text until focused (see app.css). */
 export function createControl(field, ctx, label) {
-  const kind = FIELD_KINDS[field];
+  const kind = kindOf(field);
   const common = { class: `control control-${kind}`, 'aria-label': label, dataset: { control: field } };
   if (kind === 'select') {
     return h('select', common, optionsFor(field, ctx).map((o) => h('option', { value: o.value, text: o.label })));
   }
   if (kind === 'multiline') {
-    return h('textarea', { ...common, rows: 1, maxlength: MAX_LENGTHS[field], spellcheck: 'true' });
+    return h('textarea', { ...common, rows: 1, maxlength: maxLengthOf(field), spellcheck: 'true' });
   }
-  if (kind === 'date') return h('input', { ...common, type: 'date', max: ctx.today() });
+  if (kind === 'date') return h('input', { ...common, type: 'date', max: isNotFuture(field) ? ctx.today() : null });
   // size=1: the column width decides, not the input's default 20 characters.
   return h('input', {
-    ...common, type: 'text', size: 1, maxlength: MAX_LENGTHS[field], inputmode: INPUT_MODES[field], autocomplete: 'off',
+    ...common, type: 'text', size: 1, maxlength: maxLengthOf(field), inputmode: INPUT_MODES[field], autocomplete: 'off',
   });
 }
 
@@ -40,7 +39,7 @@ export function writeControl(control, field, value, ctx) {
   const text = value === null || value === undefined ? '' : String(value);
   if (control.tagName === 'SELECT' && text && ![...control.options].some((o) => o.value === text)) {
     // An assignee who is no longer a member still has to be shown as who they are.
-    control.append(h('option', { value: text, text: field === 'assignee_id' ? ctx.memberName(value) : text }));
+    control.append(h('option', { value: text, text: isMemberField(field) ? ctx.memberName(value) : text }));
   }
   if (control.value !== text) control.value = text;
   if (control.tagName === 'SELECT') control.dataset.value = text;
@@ -48,10 +47,7 @@ export function writeControl(control, field, value, ctx) {
 }
 
 export function readControl(control, field) {
-  const raw = control.value;
-  if (field === 'assignee_id') return raw === '' ? null : Number(raw);
-  if (field === 'purchase_date') return raw === '' ? null : raw;
-  return raw;
+  return fromControl(field, control.value);
 }
 
 /** Lock marker, disabled state and save state for a cell (table) or panel field. */
@@ -62,7 +58,7 @@ export function decorate(holder, control, caseId, field, ctx) {
     const name = (lock.user && lock.user.name) || 'someone';
     holder.dataset.lockedBy = name;
     holder.title = `Locked by ${name}`;
-    // Managers may take a lock away (DESIGN §2): their badge is a button.
+    // Managers may take a lock away (docs/protocol.md, Locks): their badge is a button.
     const canForce = ctx.role() === 'manager' && typeof ctx.forceRelease === 'function';
     if (badge && (badge.tagName === 'BUTTON') !== canForce) {
       badge.remove();
@@ -110,7 +106,7 @@ export function createTable(ctx, { onOpen }) {
 
   const thead = h('thead', {}, h('tr', {}, COLUMNS.map((field) => {
     const button = h('button', { type: 'button', class: 'sort', dataset: { sort: field } },
-      FIELD_LABELS[field], h('span', { class: 'sort-indicator', 'aria-hidden': 'true' }));
+      labelOf(field), h('span', { class: 'sort-indicator', 'aria-hidden': 'true' }));
     const th = h('th', { scope: 'col', class: `col-${field}` }, button);
     headers.set(field, th);
     button.addEventListener('click', () => sortBy(field));
@@ -126,8 +122,8 @@ export function createTable(ctx, { onOpen }) {
     link.addEventListener('click', () => onOpen(caseId));
     tr.append(h('th', { scope: 'row', class: 'col-case_number' }, link));
     for (const field of COLUMNS.slice(1)) {
-      const control = createControl(field, ctx, `${FIELD_LABELS[field]}, ${json.case_number}`);
-      const td = h('td', { class: `cell cell-${FIELD_KINDS[field]} col-${field}`, dataset: { field } }, control);
+      const control = createControl(field, ctx, `${labelOf(field)}, ${json.case_number}`);
+      const td = h('td', { class: `cell cell-${kindOf(field)} col-${field}`, dataset: { field } }, control);
       cells.set(field, { td, control });
       tr.append(td);
     }
@@ -158,8 +154,8 @@ export function createTable(ctx, { onOpen }) {
 
   function sortValue(caseId, key) {
     const value = ctx.store.displayValue(caseId, key);
-    if (key === 'status' || key === 'priority') return ctx.order(key, value);
-    if (key === 'assignee_id') return value === null ? '\uffff' : ctx.memberName(value).toLowerCase();
+    if (ctx.options(key)) return ctx.order(key, value);
+    if (isMemberField(key)) return value === null ? '\uffff' : ctx.memberName(value).toLowerCase();
     if (key === 'case_number') return String(value ?? '');
     return value === null || value === '' ? '\uffff' : String(value).toLowerCase();
   }

@@ -3,7 +3,7 @@
 // the store, and turns user gestures into calls on `actions` (see main.js).
 
 import { colourSlot, flash, h, initials, todayIn } from './dom.js';
-import { DEFAULT_PRIORITIES, DEFAULT_STATUSES, FIELD_KINDS, normalizeOptions } from './fields.js';
+import { choicesOf, editableFields, isDebounced } from './fields.js';
 import { createConfirmDialog, createConflictDialog, createNewCaseDialog, createToasts } from './view-dialogs.js';
 import { createPanel, describeValue } from './view-panel.js';
 import { createTable, readControl } from './view-table.js';
@@ -18,28 +18,26 @@ const MAX_AVATARS = 6;
 const SEARCH_DEBOUNCE_MS = 150;
 
 function buildContext(config, store) {
-  const statuses = normalizeOptions(config.statuses, DEFAULT_STATUSES);
-  const priorities = normalizeOptions(config.priorities, DEFAULT_PRIORITIES);
+  // field -> [{value, label}], for every field with a fixed list of choices.
+  const options = new Map(editableFields().map((field) => [field, choicesOf(field)]).filter(([, list]) => list));
   const members = Array.isArray(config.members) ? config.members : [];
   let role = config.role || 'editor';
-  const options = { status: statuses, priority: priorities };
   const ctx = {
     store,
     userId: config.user ? config.user.id : null,
-    statuses,
-    priorities,
     members,
+    options: (field) => options.get(field) ?? null,
     memberName(id) {
       if (id === null || id === undefined || id === '') return 'Unassigned';
       const member = members.find((m) => m.id === Number(id));
       return member ? member.name : `User #${id}`;
     },
     label(field, value) {
-      const option = (options[field] || []).find((o) => o.value === value);
+      const option = (options.get(field) || []).find((o) => o.value === value);
       return option ? option.label : String(value);
     },
     order(field, value) {
-      const index = (options[field] || []).findIndex((o) => o.value === value);
+      const index = (options.get(field) || []).findIndex((o) => o.value === value);
       return index < 0 ? 99 : index;
     },
     describe: (field, value) => describeValue(field, value, ctx),
@@ -96,7 +94,7 @@ export function createView({ root, config, store, actions }) {
   // Toolbar
   const search = h('input', { type: 'search', id: 'search', class: 'search', placeholder: 'Search cases  ( / )', 'aria-label': 'Search cases', autocomplete: 'off' });
   const statusFilter = h('select', { id: 'status-filter', class: 'filter', 'aria-label': 'Filter by status' },
-    h('option', { value: '', text: 'All statuses' }), ctx.statuses.map((o) => h('option', { value: o.value, text: o.label })));
+    h('option', { value: '', text: 'All statuses' }), ctx.options('status').map((o) => h('option', { value: o.value, text: o.label })));
   const assigneeFilter = h('select', { id: 'assignee-filter', class: 'filter', 'aria-label': 'Filter by assignee' },
     h('option', { value: '', text: 'Anyone' }), h('option', { value: 'me', text: 'Assigned to me' }),
     h('option', { value: 'none', text: 'Unassigned' }), ctx.members.map((m) => h('option', { value: String(m.id), text: m.name })));
@@ -206,8 +204,8 @@ export function createView({ root, config, store, actions }) {
   function onInput(event) {
     const where = locate(event.target);
     if (!where || ctx.readOnly()) return;
-    const debounced = FIELD_KINDS[where.field] === 'text' || FIELD_KINDS[where.field] === 'multiline';
-    if ((event.type === 'input') === debounced) actions.edit(where.caseId, where.field, readControl(event.target, where.field));
+    // Debounced fields save from each keystroke, the others once their value is chosen.
+    if ((event.type === 'input') === isDebounced(where.field)) actions.edit(where.caseId, where.field, readControl(event.target, where.field));
   }
 
   function moveDown(where, control, step) {
