@@ -68,7 +68,8 @@ function start() {
   const clientId = tabClientId();
   const timers = { setTimeout: (fn, ms) => window.setTimeout(fn, ms), clearTimeout: (id) => window.clearTimeout(id) };
   const api = createApi({ fetch: (...args) => window.fetch(...args), csrfToken: config.csrf_token, clientId });
-  const store = createStore({ clientId });
+  const userId = config.user.id;
+  const store = createStore({ clientId, userId });
   const caseName = (caseId) => store.getCase(caseId)?.case_number ?? 'this case';
   let view = null;
   let saver = null;
@@ -82,7 +83,7 @@ function start() {
   }
 
   const locks = createLocks({
-    api, clientId, renewMs: config.LOCK_RENEW_MS || 10000, ...timers,
+    api, clientId, userId, renewMs: config.LOCK_RENEW_MS || 10000, ...timers,
     onLost: (caseId, field, holder, reason) => view.toast(reason === 'forced'
       ? `A manager released your lock on ${FIELD_LABELS[field] || field} of ${caseName(caseId)}. Your text is kept.`
       : `${holder && holder.name ? holder.name : 'Someone else'} now holds ${FIELD_LABELS[field] || field} of ${caseName(caseId)}. Your text is kept.`, 'warning'),
