@@ -157,6 +157,19 @@ describe('locks', () => {
     assert.equal(again.message, 'A manager released your lock');
   });
 
+  test('too many locks: edit on without one, say why, keep trying', async () => {
+    let full = true;
+    const { clock, http, locks } = setup((call) => (full
+      ? { status: 429, headers: { 'Retry-After': '20' }, body: { error: 'too_many_locks', message: 'you already hold 5 locks', limit: 5 } }
+      : grant(call)));
+    const result = await locks.acquire(1, 'notes');
+    assert.deepEqual([result.ok, result.transient, result.code], [false, true, 'too_many_locks']);
+    full = false;
+    await clock.tick(RENEW);
+    assert.equal(http.calls.length, 2);
+    assert.equal(locks.holds(1, 'notes'), true, 'taken once a slot is free');
+  });
+
   test('a lock missing from ready is taken back while still focused', async () => {
     const { http, locks } = setup(grant);
     await locks.acquire(1, 'notes');

@@ -198,7 +198,7 @@ class LockManager:
         if result.refusal == "barred":
             self._count_refusal(LockBarred.code)
             return LockBarred(
-                f"{field}: a manager released your lock; you may take it again in {wait} s",
+                f"a manager released your lock on {field}; you may take it again in {wait} s",
                 retry_after=wait,
                 field=field,
                 until=iso_utc(result.until or now),

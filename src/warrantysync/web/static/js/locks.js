@@ -86,9 +86,10 @@ export function createLocks(options) {
         return { ok: false, transient: true, message: error.message };
       }
       if (error.retryable) {
-        // Redis down or network blip: edit on (saves carry `expected`), keep trying.
+        // Redis down, network blip, or too many locks held: edit on (saves carry
+        // `expected`), keep trying.
         scheduleRenew(e);
-        return { ok: false, transient: true, message: error.message };
+        return { ok: false, transient: true, code: error.code, message: error.message };
       }
       e.token = null;
       stopRenew(e);

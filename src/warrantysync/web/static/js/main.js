@@ -135,6 +135,10 @@ function start() {
       store.setFocus(caseId, field);
       if (config.role === 'viewer') return { ok: true };
       const result = await locks.acquire(caseId, field);
+      // Editing on without the lock; say why when it is the user's own doing.
+      if (result.code === 'too_many_locks') {
+        view.toast('You are editing too many fields at once (other tabs?), so this one is not locked for you. Your changes are still saved.', 'warning');
+      }
       if (result.ok || result.transient || result.cancelled) return { ok: true };
       store.clearFocus(caseId, field);
       saver.discard(caseId, field);
