@@ -146,6 +146,10 @@ class WarrantySync(Target):
             "WARRANTYSYNC_DATABASE_URL": self.database_url,
             "WARRANTYSYNC_SECRET_KEY": "bench-secret-key-bench-secret-key-bench-secret",
             "WARRANTYSYNC_MAX_STREAMS_PER_USER": "1000000",
+            # The typists (bench/typing_sim.py) are 100 "users" on one API token, each
+            # renewing its lock without a stream of its own: lift the hoarding limits.
+            "WARRANTYSYNC_MAX_LOCKS_PER_USER": "1000000",
+            "WARRANTYSYNC_DISCONNECT_GRACE": "3600",
             "WARRANTYSYNC_RATE_LIMIT_WRITES": "off",
             "WARRANTYSYNC_RATE_LIMIT_LOCKS": "off",
             "WARRANTYSYNC_RATE_LIMIT_LOGIN": "off",

@@ -64,14 +64,28 @@ class Clock:
 
 
 class Recorder:
-    """A ``publish`` callable that keeps what it was given."""
+    """A ``publish`` callable that keeps what it was given.
+
+    ``events`` holds what everyone sees; ``owned`` the owner's copies, as
+    ``(branch_id, kind, owner user id, payload)``.
+    """
 
     def __init__(self) -> None:
         self.events: list[tuple[int, str, dict[str, Any]]] = []
+        self.owned: list[tuple[int, str, int, dict[str, Any]]] = []
         self._changed = asyncio.Event()
 
-    async def __call__(self, branch_id: int, kind: str, payload: dict[str, Any]) -> None:
+    async def __call__(
+        self,
+        branch_id: int,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        owner: tuple[int, dict[str, Any]] | None = None,
+    ) -> None:
         self.events.append((branch_id, kind, payload))
+        if owner is not None:
+            self.owned.append((branch_id, kind, *owner))
         self._changed.set()
 
     def kinds(self) -> list[str]:

@@ -89,9 +89,12 @@ async def test_acquire_returns_the_lock_with_a_token(
     ttl = services.settings.lock_ttl
     assert before + dt.timedelta(seconds=ttl - 2) <= expires
     assert expires <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl + 2)
-    # Others see it in the snapshot, without the token.
+    # Others see it in the snapshot, without the token and without her tab's id;
+    # she sees her own client id.
     [public] = await (await as_user("bob")).locks(world.branches["downtown"])
-    assert public == {k: v for k, v in lock.items() if k != "token"}
+    assert public == {**{k: v for k, v in lock.items() if k != "token"}, "client_id": None}
+    [own] = await alice.locks(world.branches["downtown"])
+    assert own == {k: v for k, v in lock.items() if k != "token"}
 
 
 async def test_renew_by_the_same_owner_keeps_the_token(as_user: As, world: World) -> None:
@@ -125,12 +128,13 @@ async def test_locked_by_another_user_is_423(as_user: As, world: World) -> None:
     response = await bob.lock(phone, "notes", "bob-tab")
     body = assert_error(response, 423, "locked")
     assert set(body) == {"error", "message", "lock"}
-    assert body["lock"] == {k: v for k, v in held.items() if k != "token"}
+    assert body["lock"] == {**{k: v for k, v in held.items() if k != "token"}, "client_id": None}
     assert "token" not in body["lock"]
     assert held["token"] not in response.text
     assert "Alice Johnson" in body["message"]
-    # Another tab of the same user is another owner too.
-    assert_error(await alice.lock(phone, "notes", "alice-other-tab"), 423, "locked")
+    # Another tab of the same user is another owner too (and is told which tab holds it).
+    mine = assert_error(await alice.lock(phone, "notes", "alice-other-tab"), 423, "locked")
+    assert mine["lock"]["client_id"] == "alice-tab"
     # Other fields and other cases are free.
     assert (await bob.lock(phone, "status", "bob-tab")).status_code == 200
     assert (await bob.lock(world.cases["laptop"], "notes", "bob-tab")).status_code == 200
@@ -268,3 +272,37 @@ async def test_lock_expires_without_renewal(db_url: str, world: World) -> None:
                 headers={**alice.csrf, "X-Client-Id": "alice-tab"},
             )
             assert_error(response, 423, "locked")
+
+
+async def test_lock_limits_answer_after_the_holder(db_url: str, world: World) -> None:
+    """423 ``locked`` · 409 ``stream_required`` · 423 ``lock_barred`` · 429 ``too_many_locks``."""
+    from conftest import make_settings
+    from warrantysync import create_app
+
+    settings = make_settings(db_url, max_locks_per_user=2, forced_release_cooldown=60)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as a,
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as b,
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as d,
+        ):
+            alice = Browser(a, await login(a, "alice@example.com"))
+            bob = Browser(b, await login(b, "bob@example.com"))
+            dave = Browser(d, await login(d, "dave@example.com"))
+            phone, laptop = world.cases["phone"], world.cases["laptop"]
+            assert (await alice.lock(phone, "notes", "a")).status_code == 200
+            assert (await bob.lock(phone, "issue", "b")).status_code == 200
+            assert (await dave.unlock(phone, "issue", None)).status_code == 204  # Bob barred
+            assert (await bob.lock(laptop, "notes", "b")).status_code == 200
+            assert (await bob.lock(laptop, "issue", "b")).status_code == 200  # at his cap
+            # Held by Alice: "locked" comes first, whatever Bob's limits.
+            assert_error(await bob.lock(phone, "notes", "b"), 423, "locked")
+            # Barred and at the cap: the bar is named.
+            barred = assert_error(await bob.lock(phone, "issue", "b"), 423, "lock_barred")
+            assert set(barred) == {"error", "message", "field", "until"}
+            body = assert_error(await bob.lock(phone, "status", "b"), 429, "too_many_locks")
+            assert body["limit"] == 2
+            # Renewals of what he holds still pass at the cap.
+            assert (await bob.lock(laptop, "issue", "b")).status_code == 200

@@ -22,13 +22,19 @@ import pytest
 from coordination import Clock, Recorder
 from factories import World, seed_world
 from servers import RedisServer, free_port
-from warrantysync.errors import LockConflict, Unavailable
+from warrantysync.errors import LockBarred, LockConflict, Unavailable
 from warrantysync.services.broker import Broker
 from warrantysync.services.broker.memory import MemoryBrokerBackend
 from warrantysync.services.broker.subscriber import Subscriber
 from warrantysync.services.cases import Actor, CaseService
 from warrantysync.services.events import Event
-from warrantysync.services.locks import LockBackend, LockManager, MemoryLockBackend, Owner
+from warrantysync.services.locks import (
+    LockBackend,
+    LockManager,
+    MemoryLockBackend,
+    Owner,
+    locks_seen_by,
+)
 from warrantysync.services.metrics import Metrics
 from warrantysync.services.presence import MemoryPresenceBackend, Presence, PresenceBackend
 from warrantysync.storage.db import Database
@@ -131,6 +137,46 @@ async def test_locks_are_shared_between_nodes(lock_nodes: list[LockBackend]) -> 
     released = await b.release_client(branch_id=1, user_id=1, client_id="tab-a")
     assert released == 1
     assert await a.snapshot(branch_id=1) == []
+
+
+async def test_one_user_racing_on_every_node_gets_exactly_the_cap(
+    lock_nodes: list[LockBackend],
+) -> None:
+    # 30 fields at once from 10 tabs of one user, spread over three nodes.
+    results = await asyncio.gather(
+        *(
+            lock_nodes[i % 3].acquire(
+                case_id=1 + i % 4, branch_id=1 + i % 2, field=f"f{i}",
+                owner=Owner(1, "Alice", f"tab-{i % 10}"), token=f"t{i}", ttl=10, now=100,
+                max_per_user=5,
+            )
+            for i in range(30)
+        )
+    )  # fmt: skip
+    assert sum(r.granted for r in results) == 5
+    assert {r.refusal for r in results if not r.granted} == {"too_many"}
+    held = [*await lock_nodes[2].for_branch(branch_id=1, now=100)]
+    held += await lock_nodes[2].for_branch(branch_id=2, now=100)
+    assert len(held) == 5
+
+
+async def test_a_forced_release_on_one_node_bars_the_user_on_every_node(
+    lock_nodes: list[LockBackend],
+) -> None:
+    clock = Clock()
+    managers = [
+        LockManager(node, ttl=30, publish=Recorder(), clock=clock, force_cooldown=60)
+        for node in lock_nodes
+    ]
+    await managers[0].acquire(case_id=1, branch_id=1, field="notes", owner=ALICE)
+    await managers[1].release(
+        case_id=1, branch_id=1, field="notes", user_id=9, client_id=None, force=True
+    )
+    with pytest.raises(LockBarred):
+        await managers[2].acquire(
+            case_id=1, branch_id=1, field="notes", owner=Owner(1, "Alice", "tab-z")
+        )
+    await managers[2].acquire(case_id=1, branch_id=1, field="notes", owner=Owner(2, "Bob", "b"))
 
 
 @pytest.mark.redis
@@ -351,8 +397,10 @@ async def broker_nodes(request: pytest.FixtureRequest, db_url: str) -> AsyncIter
     await db.dispose()
 
 
-def subscriber(branch_id: int) -> Subscriber:
-    return Subscriber(branch_id=branch_id, user_id=1, client_id="tab", principal_key=("t", 1))
+def subscriber(branch_id: int, user_id: int = 1) -> Subscriber:
+    return Subscriber(
+        branch_id=branch_id, user_id=user_id, client_id="tab", principal_key=("t", user_id)
+    )
 
 
 async def received(sub: Subscriber, count: int, within: float = 5.0) -> list[bytes]:
@@ -393,6 +441,22 @@ async def test_an_edit_on_one_node_reaches_a_stream_on_another(nodes: BrokerNode
     assert b'"customer_name":"Three"' in frames[2]
 
 
+async def test_an_owner_copy_reaches_only_its_users_streams_on_every_node(
+    nodes: BrokerNodes,
+) -> None:
+    branch = nodes.world.branches["downtown"]
+    alice, bob = subscriber(branch, user_id=1), subscriber(branch, user_id=2)
+    for sub in (alice, bob):
+        await nodes.b.subscribe(sub)
+    public = {"lock": {"field": "notes", "client_id": None}}
+    own = {"lock": {"field": "notes", "client_id": "tab-a"}}
+    await nodes.a.publish_ephemeral(branch, "lock-acquired", public, owner=(1, own))
+    [mine] = await received(alice, 1)
+    [theirs] = await received(bob, 1)
+    assert b'"client_id":"tab-a"' in mine and mine.startswith(b"event: lock-acquired\n")
+    assert b'"client_id":null' in theirs and b"tab-a" not in theirs
+
+
 async def test_a_lost_event_is_read_back_from_the_outbox(nodes: BrokerNodes) -> None:
     """An event committed but never fanned out leaves a gap the next one exposes."""
     branch, case = nodes.world.branches["downtown"], nodes.world.cases["phone"]
@@ -424,9 +488,15 @@ async def test_after_redis_lost_everything_missed_events_and_state_arrive(
 ) -> None:
     assert nodes.redis is not None
     branch, case = nodes.world.branches["downtown"], nodes.world.cases["phone"]
-    nodes.b.state_provider = _state_provider([{"case_id": case, "field": "notes"}])
-    sub = subscriber(branch)
+    lock = {"case_id": case, "field": "notes", "user": {"id": 1}, "client_id": "tab-a"}
+    nodes.b.state_provider = _state_provider([lock])
+    nodes.b.state_view = lambda state, user_id: {
+        **state,
+        "locks": locks_seen_by(state["locks"], user_id),
+    }
+    sub, other = subscriber(branch), subscriber(branch, user_id=2)
     await nodes.b.subscribe(sub)
+    await nodes.b.subscribe(other)
     head = nodes.b.head(branch)
     actor = Actor(1, "Alice", None)
     # Committed, but their messages die with Redis: pub/sub never carries them.
@@ -444,7 +514,10 @@ async def test_after_redis_lost_everything_missed_events_and_state_arrive(
     assert durable == [(str(head + 1), "case-updated"), (str(head + 2), "case-updated")]
     assert (None, "state") in kinds
     state = next(f for f in frames if f.startswith(b"event: state"))
-    assert b'"field":"notes"' in state
+    assert b'"field":"notes"' in state and b'"client_id":"tab-a"' in state
+    # Each user's streams get the state as that user may see it.
+    [theirs] = [f for f in await received(other, 1, within=10) if f.startswith(b"event: state")]
+    assert b'"field":"notes"' in theirs and b'"client_id":null' in theirs
     # The fast path works again without anyone stepping in.
     await nodes.cases(nodes.a).patch(
         case_id=case, changes={"product": "p3"}, expected={}, actor=actor

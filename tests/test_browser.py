@@ -738,3 +738,41 @@ async def test_a_new_case_starts_from_the_tables_defaults(
     case = await server_case(server, created["id"])
     assert (case["customer_name"], case["status"], case["priority"]) == ("Nora New", "new", "high")
     assert (case["assignee_id"], case["purchase_date"], case["notes"]) == (None, None, "")
+
+
+async def test_a_lock_taken_under_a_borrowed_client_id_still_shows_as_locked(
+    live_factory: LiveFactory, windows: Opener
+) -> None:
+    server, world = live_factory(lock_ttl="30", disconnect_grace="30")
+    phone, downtown = world.cases["phone"], world.branches["downtown"]
+    alice = await windows(server, world, "alice")
+
+    async with (
+        api_as(server, "bob") as bob,
+        reading(bob, f"/api/branches/{downtown}/events?client_id=bob-script") as events,
+    ):
+        await events.next("ready")
+        # Bob learns the id of Alice's tab from the echo of a save of hers...
+        await alice.type_into(phone, "notes", "Mine")
+        await alice.click_away()
+        update = await events.next(
+            "case-updated", skip=("heartbeat", "presence", "lock-acquired", "lock-released")
+        )
+        borrowed = update.data["client_id"]
+        assert borrowed and update.data["by"]["id"] == world.users["alice"]
+        # ...and takes a lock under it.
+        taken = await bob.put(
+            f"/api/cases/{phone}/locks/product", headers={"X-Client-Id": borrowed}
+        )
+        assert taken.status_code == 200, taken.text
+
+    # Alice's tab still sees a field locked by Bob, not one of her own.
+    cell = alice.cell(phone, "product")
+    await expect(cell).to_have_attribute("data-locked-by", "Bob Smith", timeout=WAIT_MS)
+    await expect(cell).to_have_attribute("title", "Locked by Bob Smith")
+    await expect(alice.control(phone, "product")).to_be_disabled()
+    # A reload (snapshot, then `ready`) tells the same story.
+    await alice.page.reload()
+    await expect(alice.pill).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    await expect(cell).to_have_attribute("data-locked-by", "Bob Smith", timeout=WAIT_MS)
+    await expect(alice.control(phone, "product")).to_be_disabled()

@@ -14,13 +14,22 @@ from typing import Any
 import pytest
 
 from coordination import LOCK_BACKENDS, Clock, Recorder, lock_backend_for
-from warrantysync.errors import Forbidden, LockConflict, LockLost, Unavailable
+from warrantysync.errors import (
+    Forbidden,
+    LockBarred,
+    LockConflict,
+    LockLost,
+    StreamRequired,
+    TooManyLocks,
+    Unavailable,
+)
 from warrantysync.services.locks import (
     Lock,
     LockBackend,
     LockManager,
     MemoryLockBackend,
     Owner,
+    locks_seen_by,
 )
 from warrantysync.services.metrics import Metrics
 
@@ -78,12 +87,17 @@ async def test_acquire_publishes_public_lock(
     lock = await take(locks, ALICE)
     assert len(lock.token) >= 32
     assert lock.expires_at == clock.now + TTL
-    assert published.events == [(1, "lock-acquired", {"lock": lock.public()})]
+    # Everyone sees the lock without its client id; Alice's own streams get hers.
+    assert published.events == [(1, "lock-acquired", {"lock": lock.seen_by(None)})]
+    assert published.owned == [(1, "lock-acquired", 1, {"lock": lock.public()})]
     public = lock.public()
     assert set(public) == {"case_id", "field", "user", "client_id", "expires_at"}
     assert public["user"] == {"id": 1, "name": "Alice"}
+    assert public["client_id"] == "tab-a"
+    assert lock.seen_by(2) == {**public, "client_id": None}
+    assert lock.seen_by(1) == public
     assert public["expires_at"].endswith("Z")
-    assert lock.token not in str(published.events)
+    assert lock.token not in str(published.events) + str(published.owned)
     assert gauge(metrics, "warrantysync_locks_held") == 1
 
 
@@ -120,7 +134,9 @@ async def test_conflict_names_the_holder(
     with pytest.raises(LockConflict) as refused:
         await take(locks, other)
     assert refused.value.message == "notes is locked by Alice"
-    assert refused.value.extra["lock"] == mine.public()
+    # Another user is not told which of Alice's tabs holds it; Alice is.
+    assert refused.value.extra["lock"] == mine.seen_by(other.user_id)
+    assert (refused.value.extra["lock"]["client_id"] is None) == (other.user_id != 1)
     assert published.kinds() == ["lock-acquired"]
     assert gauge(metrics, "warrantysync_lock_conflicts_total") == 1
 
@@ -151,17 +167,15 @@ async def test_own_expired_lock_gets_a_new_token(locks: LockManager, clock: Cloc
 async def test_owner_releases(locks: LockManager, published: Recorder, metrics: Metrics) -> None:
     await take(locks, ALICE)
     await locks.release(case_id=7, branch_id=1, field="notes", user_id=1, client_id="tab-a")
-    assert published.events[-1] == (
-        1,
-        "lock-released",
-        {
-            "case_id": 7,
-            "field": "notes",
-            "user": {"id": 1, "name": "Alice"},
-            "client_id": "tab-a",
-            "reason": "released",
-        },
-    )
+    released = {
+        "case_id": 7,
+        "field": "notes",
+        "user": {"id": 1, "name": "Alice"},
+        "client_id": None,
+        "reason": "released",
+    }
+    assert published.events[-1] == (1, "lock-released", released)
+    assert published.owned[-1] == (1, "lock-released", 1, {**released, "client_id": "tab-a"})
     assert await locks.snapshot(branch_id=1) == []
     assert gauge(metrics, "warrantysync_locks_held") == 0
 
@@ -228,7 +242,7 @@ async def test_check_write_refuses_foreign_lock(
         await locks.check_write(
             case_id=7, fields=["notes"], user_id=user_id, client_id=client_id, tokens={}
         )
-    assert refused.value.extra["lock"] == mine.public()
+    assert refused.value.extra["lock"] == mine.seen_by(user_id)
 
 
 async def test_check_write_conflict_comes_before_lost(locks: LockManager) -> None:
@@ -322,6 +336,8 @@ async def test_release_client(locks: LockManager, published: Recorder) -> None:
     assert published.reasons() == ["disconnected", "disconnected"]
     left = await locks.snapshot(branch_id=1)
     assert [(x["field"], x["client_id"]) for x in left] == [("status", "tab-b")]
+    assert [x["client_id"] for x in locks_seen_by(left, 2)] == [None]
+    assert locks_seen_by(left, 1) == left
     assert len(await locks.snapshot(branch_id=2)) == 1
 
 
@@ -384,3 +400,124 @@ async def test_run_survives_an_unavailable_backend(
     stop.set()
     await runner
     assert caplog.text.count("backend unavailable") == 1
+
+
+# --- limits against hoarding ---
+
+
+def limited(
+    backend: LockBackend,
+    clock: Clock,
+    published: Recorder,
+    metrics: Metrics,
+    *,
+    attending: dict[str, bool] | None = None,
+    cooldown: float = 0.0,
+) -> LockManager:
+    """Cap 3, a 5 s grace for renewals without a stream, ``attending[client_id]``."""
+
+    async def present(branch_id: int, user_id: int, client_id: str) -> bool:
+        return (attending or {}).get(client_id, False)
+
+    return LockManager(
+        backend,
+        ttl=TTL,
+        publish=published,
+        clock=clock,
+        metrics=metrics,
+        max_per_user=3,
+        attending=present if attending is not None else None,
+        renew_grace=5.0,
+        force_cooldown=cooldown,
+    )
+
+
+def refusals(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "warrantysync_lock_refusals_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_the_cap_counts_every_tab_and_branch_of_the_user(
+    lock_backend: LockBackend, clock: Clock, published: Recorder, metrics: Metrics
+) -> None:
+    locks = limited(lock_backend, clock, published, metrics)
+    await take(locks, ALICE, field="notes")
+    clock.advance(2)
+    await take(locks, ALICE_2, field="issue")
+    await locks.acquire(case_id=9, branch_id=2, field="notes", owner=ALICE)
+    with pytest.raises(TooManyLocks) as refused:
+        await take(locks, ALICE_2, field="status")
+    assert refused.value.extra == {"limit": 3}
+    assert "3 locks" in refused.value.message
+    assert refused.value.retry_after == TTL - 2  # when her first lock ends, unless renewed
+    assert refusals(metrics, "too_many_locks") == 1
+    assert published.kinds() == ["lock-acquired"] * 3
+    # A renewal is not a new lock; another user is not counted against her.
+    await take(locks, ALICE, field="notes")
+    await take(locks, BOB, field="product")
+    # Expired locks no longer count, swept or not.
+    clock.advance(TTL)
+    lock = await take(locks, ALICE_2, field="status")
+    assert lock.owner == ALICE_2
+
+
+async def test_a_renewal_without_a_stream_is_refused_past_the_grace(
+    lock_backend: LockBackend, clock: Clock, published: Recorder, metrics: Metrics
+) -> None:
+    attending = {"tab-a": False}
+    locks = limited(lock_backend, clock, published, metrics, attending=attending)
+    first = await take(locks, ALICE)
+    clock.advance(5)
+    renewed = await take(locks, ALICE)  # within the grace: fine
+    clock.advance(0.5)
+    with pytest.raises(StreamRequired) as refused:
+        await take(locks, ALICE)
+    assert refused.value.extra["lock"] == renewed.public()
+    assert refusals(metrics, "stream_required") == 1
+    # Refused means unchanged: the lock still ends when it would have.
+    [held] = await locks.snapshot(branch_id=1)
+    assert held["expires_at"] == renewed.public()["expires_at"]
+    # With a stream open, the same renewal goes through (and keeps the token).
+    attending["tab-a"] = True
+    again = await take(locks, ALICE)
+    assert again.token == first.token and again.expires_at == clock.now + TTL
+    # Taking a new lock never needs a stream.
+    attending["tab-a"] = False
+    await take(locks, ALICE, field="issue")
+    assert published.kinds() == ["lock-acquired"] * 2
+
+
+async def test_a_forced_release_bars_its_user_from_that_field(
+    lock_backend: LockBackend, clock: Clock, published: Recorder, metrics: Metrics
+) -> None:
+    locks = limited(lock_backend, clock, published, metrics, cooldown=60)
+    await take(locks, ALICE)
+    await locks.release(
+        case_id=7, branch_id=1, field="notes", user_id=9, client_id="mgr", force=True
+    )
+    assert published.reasons() == ["forced"]
+    clock.advance(10)
+    for tab in (ALICE, ALICE_2):
+        with pytest.raises(LockBarred) as barred:
+            await take(locks, tab)
+        assert barred.value.retry_after == 50
+        assert barred.value.extra["field"] == "notes"
+        assert barred.value.extra["until"].endswith("Z")
+    assert refusals(metrics, "lock_barred") == 2
+    await take(locks, ALICE, field="issue")  # only that field
+    await take(locks, BOB)  # and only her
+    await locks.release(case_id=7, branch_id=1, field="notes", user_id=2, client_id="tab-c")
+    clock.advance(50)
+    await take(locks, ALICE)
+    # A manager forcing their own lock, or a cooldown of 0, bars nobody.
+    await locks.release(
+        case_id=7, branch_id=1, field="notes", user_id=1, client_id="other", force=True
+    )
+    await take(locks, ALICE)
+    unbarred = limited(lock_backend, clock, published, metrics, cooldown=0)
+    await unbarred.release(
+        case_id=7, branch_id=1, field="notes", user_id=9, client_id=None, force=True
+    )
+    await take(unbarred, ALICE)

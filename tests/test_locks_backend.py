@@ -11,6 +11,7 @@ import pytest
 
 from coordination import LOCK_BACKENDS, lock_backend_for
 from warrantysync.services.locks import (
+    Acquired,
     LockBackend,
     MemoryLockBackend,
     Owner,
@@ -161,3 +162,83 @@ async def test_backend_release_owner_is_per_branch(lock_backend: LockBackend) ->
     assert await lock_backend.release_owner(branch_id=1, user_id=1, client_id="tab-a") == []
     assert {x.token for x in await lock_backend.for_branch(branch_id=1, now=0)} == {"b"}
     assert {x.token for x in await lock_backend.for_branch(branch_id=2, now=0)} == {"c"}
+
+
+async def test_backend_cap_counts_the_users_live_locks(lock_backend: LockBackend) -> None:
+    async def take(field: str, owner: Owner, now: float) -> Acquired:
+        return await lock_backend.acquire(
+            case_id=1, branch_id=1, field=field, owner=owner, token=field, ttl=10, now=now,
+            max_per_user=2,
+        )  # fmt: skip
+
+    assert (await take("notes", ALICE, 0)).granted
+    assert (await take("issue", Owner(1, "Alice", "tab-b"), 3)).granted
+    assert (await take("status", BOB, 3)).granted  # Bob's do not count for Alice
+    refused = await take("product", ALICE, 4)
+    assert (refused.granted, refused.refusal, refused.lock) == (False, "too_many", None)
+    assert refused.until == 10  # the earliest expiry among hers
+    assert await lock_backend.get(case_id=1, field="product", now=4) is None
+    assert (await take("notes", ALICE, 5)).granted  # a renewal is not another lock
+    assert (await take("product", ALICE, 13)).granted  # "issue" expired at 13: a slot is free
+    # Without a cap, nothing is counted.
+    unlimited = await lock_backend.acquire(
+        case_id=2, branch_id=2, field="notes", owner=ALICE, token="u", ttl=10, now=13
+    )
+    assert unlimited.granted
+
+
+async def test_backend_renew_within_refuses_old_renewals_only(lock_backend: LockBackend) -> None:
+    async def take(now: float, within: float | None, owner: Owner = ALICE) -> Acquired:
+        return await lock_backend.acquire(
+            case_id=1, branch_id=1, field="notes", owner=owner, token=f"t{now}", ttl=10,
+            now=now, renew_within=within,
+        )  # fmt: skip
+
+    first = await take(0, 2)  # a new lock: never refused
+    assert first.granted and first.lock is not None and first.lock.acquired_at == 0
+    assert (await take(2, 2)).granted  # acquired 2 s ago: still within
+    refused = await take(3, 2)
+    assert (refused.granted, refused.refusal) == (False, "unattended")
+    assert refused.lock is not None and refused.lock.expires_at == 12  # not extended
+    renewed = await take(4, None)
+    assert renewed.granted and renewed.lock is not None
+    assert (renewed.lock.token, renewed.lock.acquired_at, renewed.lock.expires_at) == ("t0", 0, 14)
+    # Another owner is told "locked" first.
+    assert (await take(5, 2, BOB)).refusal == "locked"
+
+
+async def test_backend_force_release_bars_the_holders_user(lock_backend: LockBackend) -> None:
+    async def take(field: str, owner: Owner, now: float) -> Acquired:
+        return await lock_backend.acquire(
+            case_id=1, branch_id=1, field=field, owner=owner, token=f"{field}{now}", ttl=10,
+            now=now,
+        )  # fmt: skip
+
+    await take("notes", ALICE, 0)
+    removed = await lock_backend.force_release(
+        case_id=1, field="notes", by_user_id=9, bar_until=60, now=1
+    )
+    assert removed is not None and removed.owner == ALICE
+    barred = await take("notes", Owner(1, "Alice", "tab-b"), 2)
+    assert (barred.granted, barred.refusal, barred.until, barred.lock) == (
+        False,
+        "barred",
+        60,
+        None,
+    )
+    assert (await take("issue", ALICE, 2)).granted
+    assert (await take("notes", BOB, 2)).granted
+    assert await lock_backend.force_release(
+        case_id=1, field="notes", by_user_id=9, bar_until=None, now=3
+    )
+    assert (await take("notes", ALICE, 60)).granted  # the bar has ended
+    # Nothing to release: nothing barred. One's own lock: not barred either.
+    assert (
+        await lock_backend.force_release(
+            case_id=1, field="status", by_user_id=9, bar_until=99, now=61
+        )
+        is None
+    )
+    assert (await take("status", ALICE, 62)).granted
+    await lock_backend.force_release(case_id=1, field="status", by_user_id=1, bar_until=99, now=62)
+    assert (await take("status", ALICE, 63)).granted

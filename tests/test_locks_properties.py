@@ -61,8 +61,20 @@ class LockMachine(RuleBasedStateMachine):
         self.open: dict[str, bool] = dict.fromkeys(FIELDS, False)
         self.expect_released: list[tuple[str, str]] = []
 
-    async def _publish(self, branch_id: int, kind: str, payload: dict[str, Any]) -> None:
+    async def _publish(
+        self,
+        branch_id: int,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        owner: tuple[int, dict[str, Any]] | None = None,
+    ) -> None:
         assert branch_id == BRANCH
+        # Everyone sees the lock without its client id; its own user's streams with it.
+        assert owner is not None
+        own = owner[1].get("lock", owner[1])
+        assert payload.get("lock", payload)["client_id"] is None and own["client_id"]
+        assert owner[0] == own["user"]["id"]
         self.events.append((kind, payload))
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -89,7 +101,9 @@ class LockMachine(RuleBasedStateMachine):
                     self.locks.acquire(case_id=CASE, branch_id=BRANCH, field=field, owner=owner)
                 )
             except LockConflict as exc:
-                assert exc.extra["lock"]["client_id"] == held.owner.client_id
+                same_user = held.owner.user_id == owner.user_id
+                seen = exc.extra["lock"]["client_id"]
+                assert seen == (held.owner.client_id if same_user else None)
                 return
             raise AssertionError("two owners for one field")
         if field in self.model and held is None:

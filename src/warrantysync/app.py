@@ -19,7 +19,7 @@ from .services.accounts import Accounts
 from .services.broker import Broker, make_broker_backend
 from .services.cases import CaseService
 from .services.idempotency import sweep as sweep_idempotency
-from .services.locks import LockManager, make_lock_backend
+from .services.locks import LockManager, locks_seen_by, make_lock_backend
 from .services.metrics import Metrics
 from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
@@ -45,11 +45,19 @@ async def build_services(settings: Settings) -> Services:
         metrics=metrics,
         replay_window=settings.replay_window,
     )
+
+    async def attending(branch_id: int, user_id: int, client_id: str) -> bool:
+        return await presence.attending(branch_id=branch_id, user_id=user_id, client_id=client_id)
+
     lock_manager = LockManager(
         make_lock_backend(settings.redis_url),
         ttl=settings.lock_ttl,
         publish=broker.publish_ephemeral,
         metrics=metrics,
+        max_per_user=settings.max_locks_per_user,
+        attending=attending,
+        renew_grace=settings.disconnect_grace,
+        force_cooldown=settings.forced_release_cooldown,
     )
 
     async def client_gone(branch_id: int, user_id: int, client_id: str) -> None:
@@ -71,6 +79,10 @@ async def build_services(settings: Settings) -> Services:
         }
 
     broker.state_provider = state_of
+    broker.state_view = lambda state, user_id: {
+        **state,
+        "locks": locks_seen_by(state["locks"], user_id),
+    }
     return Services(
         settings=settings,
         db=db,

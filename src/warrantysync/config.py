@@ -55,6 +55,8 @@ class Settings(BaseSettings):
         default_factory=lambda: [1000, 2000, 4000, 8000, 16000, 30000]
     )
     max_streams_per_user: int = Field(20, gt=0)
+    max_locks_per_user: int = Field(5, gt=0)
+    forced_release_cooldown: float = Field(60, ge=0)
     rate_limit_writes: str = "30/second;1200/minute"
     rate_limit_locks: str = "30/second"
     rate_limit_login: str = "5/15minutes;50/15minutes"

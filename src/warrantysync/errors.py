@@ -75,6 +75,25 @@ class LockLost(WarrantySyncError):
     code = "lock_lost"
 
 
+class LockBarred(WarrantySyncError):
+    """A manager released the caller's lock on ``field``; their user may retake it at ``until``."""
+
+    code = "lock_barred"
+
+    def __init__(self, message: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.retry_after = max(1, retry_after)
+
+
+class StreamRequired(WarrantySyncError):
+    """A renewal refused: the lock's client has had no open stream for too long.
+
+    ``extra["lock"]`` is the caller's own lock, unchanged (it lives until it expires).
+    """
+
+    code = "stream_required"
+
+
 class StaleVersion(WarrantySyncError):
     """An ``expected`` value differed; ``extra`` has ``current`` and ``by``."""
 
@@ -91,6 +110,12 @@ class RateLimited(WarrantySyncError):
 
 class TooManyStreams(RateLimited):
     code = "too_many_streams"
+
+
+class TooManyLocks(RateLimited):
+    """The user holds the most locks one user may hold; ``extra["limit"]`` is that cap."""
+
+    code = "too_many_locks"
 
 
 class Unavailable(WarrantySyncError):

@@ -36,7 +36,9 @@ from faultkit import Frame, RawStream
 _JS = Path(warrantysync.__file__).parent / "web" / "static" / "js"
 
 LockKey = tuple[int, str]  # case id, field
-Release = tuple[float, tuple[int, str, str], str]  # when, (case, field, client id), reason
+# A lock's holder as a tab sees it: (user id, client id), the client id None for other users.
+Holder = tuple[int, str | None]
+Release = tuple[float, LockKey, str]  # when, (case, field), reason
 
 
 def _js_constant(module: str, name: str) -> Any:
@@ -58,9 +60,13 @@ def backoff(attempt: int, rng: random.Random) -> float:
     return round(base * (1 - JITTER + 2 * JITTER * rng.random())) / 1000
 
 
-def lock_map(locks: list[dict[str, Any]]) -> dict[LockKey, str]:
-    """Public lock JSON (``ready``, ``state``, snapshots) as {(case, field): client id}."""
-    return {(lock["case_id"], lock["field"]): lock["client_id"] for lock in locks}
+def holder(lock: dict[str, Any]) -> Holder:
+    return lock["user"]["id"], lock["client_id"]
+
+
+def lock_map(locks: list[dict[str, Any]]) -> dict[LockKey, Holder]:
+    """Public lock JSON (``ready``, ``state``, snapshots) as {(case, field): holder}."""
+    return {(lock["case_id"], lock["field"]): holder(lock) for lock in locks}
 
 
 def view_of(cases: list[dict[str, Any]], fields: Sequence[str]) -> dict[int, dict[str, Any]]:
@@ -80,7 +86,7 @@ class Tab:
     view: dict[int, dict[str, Any]]
     last_id: int
     rng: random.Random
-    locks: dict[LockKey, str] = field(default_factory=dict)
+    locks: dict[LockKey, Holder] = field(default_factory=dict)
     node: int = -1  # where the current stream is
     heartbeat_s: float = 30.0  # connection.js's guess until `ready` says
     failures: int = 0
@@ -115,11 +121,11 @@ class Tab:
             self._update(int(frame.id), data)
         elif frame.event == "lock-acquired":
             lock = data["lock"]
-            self.locks[lock["case_id"], lock["field"]] = lock["client_id"]
+            self.locks[lock["case_id"], lock["field"]] = holder(lock)
         elif frame.event == "lock-released":
             self.locks.pop((data["case_id"], data["field"]), None)
             if self.releases is not None:
-                key = (data["case_id"], data["field"], data["client_id"])
+                key = (data["case_id"], data["field"])
                 self.releases.append((time.monotonic(), key, data["reason"]))
         elif frame.event == "state":
             self.locks = lock_map(data["locks"])

@@ -141,6 +141,8 @@ def nodes(
         lock_ttl=str(LOCK_TTL),
         disconnect_grace=str(GRACE),
         max_streams_per_user=str(4 * CLIENTS),
+        # The lockers are two users' many tabs, each holding one lock.
+        max_locks_per_user=str(LOCKERS),
     ) as running:
         yield running
 
@@ -165,7 +167,7 @@ async def test_sigkill_of_one_of_two_nodes_under_editing_clients(nodes: Cluster)
         doomed = [tab for tab in tabs if tab.home == DEAD]
         back = await _caught_up(doomed, killed_at)
         dead = {tab.client_id for tab in doomed}
-        gone = await _locks_gone(run, watcher, doomed_locks, dead, killed_at)
+        gone = await _locks_gone(run, tabs, doomed_locks, dead, killed_at)
         await asyncio.gather(*editors.values())
         final = await _converged(run, everyone, watcher)
         await _no_acknowledged_edit_lost(run, watcher, final)
@@ -229,20 +231,34 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _locks_of(run: Run, watcher: Tab, clients: set[str]) -> dict[tuple[int, str], str]:
+def _users(tabs: list[Tab]) -> list[Tab]:
+    """One tab per user: each user's snapshot shows only that user's client ids."""
+    return list({id(tab.http): tab for tab in tabs}.values())
+
+
+async def _snapshot(run: Run, reader: Tab) -> dict[str, Any]:
     url = f"{run.urls[ALIVE]}/api/branches/{run.branch}/cases"
-    locks = lock_map((await watcher.http.get(url)).json()["locks"])
-    return {key: client for key, client in locks.items() if client in clients}
+    snapshot: dict[str, Any] = (await reader.http.get(url)).json()
+    return snapshot
+
+
+async def _locks_of(run: Run, tabs: list[Tab], clients: set[str]) -> dict[tuple[int, str], str]:
+    """The locks held by tabs named in ``clients``, asked of each user about their own."""
+    held: dict[tuple[int, str], str] = {}
+    for reader in _users(tabs):
+        for key, (_user, client) in lock_map((await _snapshot(run, reader))["locks"]).items():
+            if client in clients:
+                held[key] = client
+    return held
 
 
 async def _kill(
     nodes: Cluster, run: Run, tabs: list[Tab], editors: dict[int, asyncio.Task[None]], until: float
 ) -> tuple[float, dict[tuple[int, str], str]]:
     """SIGKILL node A while its lockers hold locks; they leave their cells and edit on unlocked."""
-    reader = tabs[0]  # any tab's client can read the snapshot
     dead = {tab.client_id for tab in tabs if tab.home == DEAD}
     for _ in range(100):
-        if await _locks_of(run, reader, dead):
+        if await _locks_of(run, tabs, dead):
             break
         await asyncio.sleep(0.1)
     lockers = [tab for tab in tabs if tab.home == DEAD and tab.n < LOCKERS]
@@ -253,7 +269,7 @@ async def _kill(
     await _cancel([editors[tab.n] for tab in lockers])
     for tab in lockers:
         editors[tab.n] = asyncio.create_task(edit(tab, run, until, locking=False))
-    held = await _locks_of(run, reader, dead)  # read after the kill: nothing can add to it now
+    held = await _locks_of(run, tabs, dead)  # read after the kill: nothing can add to it now
     assert held, "node A's lockers held no lock at the kill; the test proves nothing"
     return killed_at, held
 
@@ -275,17 +291,20 @@ async def _caught_up(doomed: list[Tab], killed_at: float) -> list[tuple[float, f
 
 
 async def _locks_gone(
-    run: Run, watcher: Tab, doomed: dict[tuple[int, str], str], dead: set[str], killed_at: float
+    run: Run, tabs: list[Tab], doomed: dict[tuple[int, str], str], dead: set[str], killed_at: float
 ) -> list[tuple[float, str]]:
-    """Each lock of a dead node's tab is released in time; (seconds after the kill, reason)."""
-    deadline = killed_at + LOCKS_GONE_WITHIN
-    keys = {(case, name, client) for (case, name), client in doomed.items()}
+    """Each lock of a dead node's tab is released in time; (seconds after the kill, reason).
 
-    def released() -> dict[tuple[int, str, str], tuple[float, str]]:
+    Only tab n ever locks its (case, field), so the field names the lock.
+    """
+    deadline = killed_at + LOCKS_GONE_WITHIN
+    keys = set(doomed)
+
+    def released() -> dict[tuple[int, str], tuple[float, str]]:
         return {key: (at, why) for at, key, why in run.released if at > killed_at and key in keys}
 
     await _wait_for(lambda: len(released()) == len(keys), deadline)
-    leaked = await _locks_of(run, watcher, dead)
+    leaked = await _locks_of(run, tabs, dead)
     assert not leaked, f"locks of the dead node's tabs outlived {LOCKS_GONE_WITHIN}s: {leaked}"
     seen = released()
     assert seen.keys() == keys, f"no lock-released for {keys - seen.keys()}"
@@ -294,21 +313,26 @@ async def _locks_gone(
 
 
 async def _converged(run: Run, everyone: list[Tab], watcher: Tab) -> dict[str, Any]:
-    """Every tab has applied every id once, in order, and sees what the snapshot says."""
+    """Every tab has applied every id once, in order, and sees what its user's snapshot says."""
     deadline = time.monotonic() + 20
     while True:
-        url = f"{run.urls[ALIVE]}/api/branches/{run.branch}/cases"
-        snapshot: dict[str, Any] = (await watcher.http.get(url)).json()
-        head, view = int(snapshot["last_event_id"]), view_of(snapshot["cases"], FIELDS)
-        locks = lock_map(snapshot["locks"])
-        apart = [t for t in everyone if (t.last_id, t.view, t.locks) != (head, view, locks)]
+        seen = {id(tab.http): await _snapshot(run, tab) for tab in _users(everyone)}
+        apart = [t for t in everyone if (t.last_id, t.view, t.locks) != _seen_by(t, seen)]
         if not apart or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
-    assert not apart, [(t.client_id, t.last_id, head, t.locks, locks) for t in apart[:3]]
+    assert not apart, [(t.client_id, t.last_id, t.locks, _seen_by(t, seen)[::2]) for t in apart[:3]]
+    snapshot = seen[id(watcher.http)]
     anomalies = {t.client_id: dict(t.anomalies) for t in everyone if t.anomalies}
     assert not anomalies, f"gaps, duplicates or resyncs: {anomalies}"
     return snapshot
+
+
+def _seen_by(tab: Tab, snapshots: dict[int, dict[str, Any]]) -> tuple[int, Any, Any]:
+    """(head, view, locks) of the snapshot of the tab's user."""
+    snapshot = snapshots[id(tab.http)]
+    view = view_of(snapshot["cases"], FIELDS)
+    return int(snapshot["last_event_id"]), view, lock_map(snapshot["locks"])
 
 
 async def _no_acknowledged_edit_lost(run: Run, watcher: Tab, final: dict[str, Any]) -> None:

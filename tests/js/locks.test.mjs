@@ -6,6 +6,7 @@ import { createLocks } from '../../src/warrantysync/web/static/js/locks.js';
 import { FakeClock, FakeFetch, settle } from './fakes.mjs';
 
 const RENEW = 10000;
+const ME = { id: 1, name: 'Me' };
 const BOB = { id: 2, name: 'Bob Smith' };
 
 function setup(handler) {
@@ -14,7 +15,7 @@ function setup(handler) {
   const api = createApi({ fetch: http.fetch, csrfToken: 'csrf', clientId: 'tab-1' });
   const lost = [];
   const locks = createLocks({
-    api, clientId: 'tab-1', renewMs: RENEW,
+    api, clientId: 'tab-1', userId: 1, renewMs: RENEW,
     setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout,
     onLost: (...args) => lost.push(args),
   });
@@ -92,6 +93,81 @@ describe('locks', () => {
     assert.equal(http.calls.filter((c) => c.method === 'PUT').length, 2, 'forced: left alone');
     assert.equal(locks.holds(1, 'notes'), false);
     assert.deepEqual(lost, [[1, 'notes', null, 'forced']]);
+  });
+
+  test('another user acquiring our field under our client id is still someone else', async () => {
+    const { locks, lost } = setup(grant);
+    await locks.acquire(1, 'notes');
+    locks.handleEvent('lock-acquired', { lock: { case_id: 1, field: 'notes', user: BOB, client_id: 'tab-1' } });
+    assert.deepEqual(lost, [[1, 'notes', BOB]]);
+    assert.equal(locks.holds(1, 'notes'), false);
+  });
+
+  test('ready with our field held by another user under our client id: lost', async () => {
+    const { locks, lost } = setup(grant);
+    await locks.acquire(1, 'notes');
+    locks.handleEvent('ready', { locks: [{ case_id: 1, field: 'notes', user: BOB, client_id: 'tab-1' }] });
+    assert.deepEqual(lost, [[1, 'notes', BOB]]);
+    locks.handleEvent('ready', { locks: [] });
+    await locks.acquire(1, 'notes');
+    locks.handleEvent('ready', { locks: [{ case_id: 1, field: 'notes', user: ME, client_id: 'tab-1' }] });
+    assert.equal(locks.holds(1, 'notes'), true, 'our own lock in ready stays ours');
+  });
+
+  test('a release of another user\'s lock under our client id is not ours', async () => {
+    const { http, locks, lost } = setup(grant);
+    await locks.acquire(1, 'notes');
+    locks.handleEvent('lock-released', { case_id: 1, field: 'notes', user: BOB, client_id: 'tab-1', reason: 'forced' });
+    await settle();
+    assert.equal(locks.holds(1, 'notes'), true);
+    assert.deepEqual(lost, []);
+    assert.equal(http.calls.length, 1);
+  });
+
+  test('a renewal refused for want of a stream keeps the lock and keeps renewing', async () => {
+    let refuse = false;
+    const { clock, http, locks, lost } = setup((call) => (refuse
+      ? { status: 409, body: { error: 'stream_required', message: 'no stream', lock: { case_id: 1, field: 'notes', user: ME, client_id: 'tab-1' } } }
+      : grant(call)));
+    await locks.acquire(1, 'notes');
+    const token = await locks.tokenFor(1, 'notes');
+    refuse = true;
+    await clock.tick(RENEW);
+    assert.equal(await locks.tokenFor(1, 'notes'), token, 'still ours until it expires');
+    refuse = false;
+    await clock.tick(RENEW);
+    assert.equal(http.calls.filter((c) => c.method === 'PUT').length, 3, 'renewed once the stream is back');
+    assert.equal(locks.holds(1, 'notes'), true);
+    assert.deepEqual(lost, []);
+  });
+
+  test('a renewal barred after a forced release reports it as forced', async () => {
+    let barred = false;
+    const { clock, locks, lost } = setup((call) => (barred
+      ? { status: 423, headers: { 'Retry-After': '60' }, body: { error: 'lock_barred', message: 'A manager released your lock', field: 'notes' } }
+      : grant(call)));
+    await locks.acquire(1, 'notes');
+    barred = true;
+    await clock.tick(RENEW);
+    assert.deepEqual(lost, [[1, 'notes', null, 'forced']]);
+    assert.equal(locks.holds(1, 'notes'), false);
+    const again = await locks.acquire(1, 'notes');
+    assert.equal(again.ok, false);
+    assert.equal(again.forced, true);
+    assert.equal(again.message, 'A manager released your lock');
+  });
+
+  test('too many locks: edit on without one, say why, keep trying', async () => {
+    let full = true;
+    const { clock, http, locks } = setup((call) => (full
+      ? { status: 429, headers: { 'Retry-After': '20' }, body: { error: 'too_many_locks', message: 'you already hold 5 locks', limit: 5 } }
+      : grant(call)));
+    const result = await locks.acquire(1, 'notes');
+    assert.deepEqual([result.ok, result.transient, result.code], [false, true, 'too_many_locks']);
+    full = false;
+    await clock.tick(RENEW);
+    assert.equal(http.calls.length, 2);
+    assert.equal(locks.holds(1, 'notes'), true, 'taken once a slot is free');
   });
 
   test('a lock missing from ready is taken back while still focused', async () => {

@@ -4,17 +4,18 @@ import { beforeEach, describe, test } from 'node:test';
 import { createStore } from '../../src/warrantysync/web/static/js/store.js';
 import { makeCase } from './fakes.mjs';
 
+const ME = { id: 1, name: 'Me' };
 const BOB = { id: 2, name: 'Bob Smith' };
 
-function update(changes, version, clientId = 'other-tab') {
-  return { case_id: 1, changes, version, by: BOB, client_id: clientId };
+function update(changes, version, clientId = 'other-tab', by = BOB) {
+  return { case_id: 1, changes, version, by, client_id: clientId };
 }
 
 describe('store merge rules', () => {
   let store;
   let changes;
   beforeEach(() => {
-    store = createStore({ clientId: 'me' });
+    store = createStore({ clientId: 'me', userId: 1 });
     store.applySnapshot({ cases: [makeCase(), makeCase({ id: 2, case_number: 'WC-000002' })], locks: [], presence: [], last_event_id: '5' });
     changes = [];
     store.subscribe((c) => changes.push(c));
@@ -91,7 +92,7 @@ describe('store merge rules', () => {
 
   test('own echo updates confirmed value and version but is not a remote edit', () => {
     store.setEdit(1, 'notes', 'typing more');
-    store.applyEvent('case-updated', update({ notes: 'typing' }, 2, 'me'), 6);
+    store.applyEvent('case-updated', update({ notes: 'typing' }, 2, 'me', ME), 6);
     assert.equal(store.getCase(1).version, 2);
     assert.equal(store.confirmedValue(1, 'notes'), 'typing');
     assert.equal(store.displayValue(1, 'notes'), 'typing more', 'the local edit is untouched');
@@ -102,7 +103,7 @@ describe('store merge rules', () => {
   test('an echo whose version we already have is ignored', () => {
     store.applyCase(makeCase({ version: 2, notes: 'saved' }), { remote: false });
     changes.length = 0;
-    store.applyEvent('case-updated', update({ notes: 'saved' }, 2, 'me'), 6);
+    store.applyEvent('case-updated', update({ notes: 'saved' }, 2, 'me', ME), 6);
     assert.deepEqual(changes, []);
   });
 
@@ -123,6 +124,49 @@ describe('store merge rules', () => {
     assert.equal(store.presence().length, 1);
   });
 
+  test('a lock under our client id but another user is theirs, in every list and event', () => {
+    const borrowed = { case_id: 1, field: 'notes', user: BOB, client_id: 'me' };
+    store.applyEvent('ready', { locks: [borrowed] });
+    assert.deepEqual(store.lockedByOther(1, 'notes'), borrowed);
+    store.applySnapshot({ cases: [makeCase()], locks: [borrowed], presence: [], last_event_id: '5' });
+    assert.deepEqual(store.lockedByOther(1, 'notes'), borrowed);
+    store.applyEvent('lock-acquired', { lock: { ...borrowed, field: 'status' } });
+    assert.ok(store.lockedByOther(1, 'status'));
+    // Our own lock, as the server shows it to us, is ours.
+    store.applyEvent('lock-acquired', { lock: { case_id: 1, field: 'product', user: ME, client_id: 'me' } });
+    assert.equal(store.lockedByOther(1, 'product'), null);
+  });
+
+  test('a release by another user under the same client id does not free the lock', () => {
+    const ours = { case_id: 1, field: 'notes', user: ME, client_id: 'me' };
+    store.applyEvent('lock-acquired', { lock: ours });
+    store.applyEvent('lock-released', { case_id: 1, field: 'notes', user: BOB, client_id: 'me', reason: 'released' });
+    assert.deepEqual(store.lock(1, 'notes'), ours);
+    store.applyEvent('lock-released', { case_id: 1, field: 'notes', user: ME, client_id: 'me', reason: 'released' });
+    assert.equal(store.lock(1, 'notes'), null);
+  });
+
+  test('another user\'s lock shows no client id: its release (also without one) frees it', () => {
+    const theirs = { case_id: 1, field: 'status', user: BOB, client_id: null };
+    store.applyEvent('lock-acquired', { lock: theirs });
+    assert.deepEqual(store.lockedByOther(1, 'status'), theirs);
+    store.applyEvent('lock-released', { case_id: 1, field: 'status', user: { id: 3, name: 'Carol' }, client_id: null, reason: 'expired' });
+    assert.ok(store.lock(1, 'status'), 'a release of someone else\'s lock is ignored');
+    store.applyEvent('lock-released', { case_id: 1, field: 'status', user: BOB, client_id: null, reason: 'expired' });
+    assert.equal(store.lock(1, 'status'), null);
+  });
+
+  test('a case event under our client id from another user is remote, not our echo', () => {
+    store.applyEvent('case-updated', update({ notes: 'spoofed' }, 2, 'me', BOB), 6);
+    assert.equal(changes.find((c) => c.type === 'case').remote, true);
+    store.applyEvent('case-created', { case: makeCase({ id: 3, case_number: 'WC-000003' }), by: BOB, client_id: 'me' }, 7);
+    assert.equal(changes.find((c) => c.type === 'created').remote, true);
+    store.applyEvent('case-deleted', { case_id: 2, by: BOB, client_id: 'me' }, 8);
+    assert.equal(changes.find((c) => c.type === 'deleted').remote, true);
+    store.applyEvent('case-deleted', { case_id: 3, by: ME, client_id: 'me' }, 9);
+    assert.equal(changes.filter((c) => c.type === 'deleted')[1].remote, false);
+  });
+
   test('revert shows the confirmed value even in a focused control', () => {
     store.setFocus(1, 'notes');
     store.setEdit(1, 'notes', 'bad');
@@ -133,7 +177,7 @@ describe('store merge rules', () => {
 });
 
 test('a snapshot taken while the stream is live leaves locks and presence to the stream', () => {
-  const store = createStore({ clientId: 'me' });
+  const store = createStore({ clientId: 'me', userId: 1 });
   const lock = { case_id: 1, field: 'notes', user: BOB, client_id: 'bob' };
   store.applySnapshot({ cases: [makeCase()], locks: [], presence: [], last_event_id: '1' });
   store.applyEvent('lock-acquired', { lock });

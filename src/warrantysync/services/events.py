@@ -58,23 +58,48 @@ def retry_frame(ms: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """An event on its way to subscribers; ``frame`` and ``chunk`` are computed once."""
+    """An event on its way to subscribers; ``frame`` and ``chunk`` are computed once.
+
+    An ephemeral event may come in two copies: ``owner_copy`` goes to the
+    streams of user ``owner``, this one to everyone else (a lock event
+    shows its client id only to the lock's own user). Still encoded once
+    per copy, never per subscriber.
+    """
 
     branch_id: int
     kind: str
     data: bytes
     event_id: int | None = None
+    owner: int | None = None
+    owner_copy: Event | None = field(default=None, repr=False, compare=False)
     frame: bytes = field(init=False, repr=False, compare=False)
     chunk: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if (self.owner is None) != (self.owner_copy is None) or (
+            self.owner is not None and self.event_id is not None
+        ):
+            raise ValueError("an owner copy needs an owner, and only ephemeral events have one")
         frame = encode(self.kind, self.data, self.event_id)
         object.__setattr__(self, "frame", frame)
         object.__setattr__(self, "chunk", chunked(frame))
 
     @classmethod
-    def of(cls, branch_id: int, kind: str, payload: Any, event_id: int | None = None) -> Event:
-        return cls(branch_id, kind, dumps(payload), event_id)
+    def of(
+        cls,
+        branch_id: int,
+        kind: str,
+        payload: Any,
+        event_id: int | None = None,
+        *,
+        owner: tuple[int, Any] | None = None,
+    ) -> Event:
+        """``owner=(user_id, payload)``: that user's streams get this payload instead."""
+        if owner is None:
+            return cls(branch_id, kind, dumps(payload), event_id)
+        user_id, own = owner
+        copy = cls(branch_id, kind, dumps(own))
+        return cls(branch_id, kind, dumps(payload), event_id, owner=user_id, owner_copy=copy)
 
     @property
     def durable(self) -> bool:

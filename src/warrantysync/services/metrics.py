@@ -67,6 +67,13 @@ class Metrics:
             "Lock requests and writes refused because another owner holds the lock",
             registry=r,
         )
+        self.lock_refusals = Counter(
+            "warrantysync_lock_refusals",
+            "Lock requests refused by a limit, by reason"
+            " (too_many_locks, lock_barred, stream_required)",
+            ["reason"],
+            registry=r,
+        )
         self.save_latency = Histogram(
             "warrantysync_save_latency_seconds",
             "Time to validate and commit a case change",

@@ -21,7 +21,7 @@ from .accounts import Principal
 from .broker import Broker, Overloaded, goodbye_frame
 from .broker.subscriber import Subscriber
 from .events import READY, SYNC_REQUIRED, encode, retry_frame
-from .locks import LockManager
+from .locks import LockManager, locks_seen_by
 from .presence import Presence
 
 RETRY_MS = 1000
@@ -168,7 +168,9 @@ class Stream:
         payload: dict[str, Any] = {
             "client_id": self.client_id,
             "last_event_id": str(caught_up),
-            "locks": await self.locks.snapshot(branch_id=self.branch_id),
+            "locks": locks_seen_by(
+                await self.locks.snapshot(branch_id=self.branch_id), self.principal.user_id
+            ),
             "presence": await self.presence.viewers(branch_id=self.branch_id),
             "heartbeat_ms": self.config.heartbeat_ms,
             "lock_ttl_ms": self.config.lock_ttl_ms,

@@ -25,7 +25,9 @@ STATUS: dict[type[E.WarrantySyncError], int] = {
     E.InvalidJson: 422,
     E.IdempotencyKeyReused: 422,
     E.LockConflict: 423,
+    E.LockBarred: 423,
     E.LockLost: 409,
+    E.StreamRequired: 409,
     E.StaleVersion: 409,
     E.RateLimited: 429,
     E.Unavailable: 503,
@@ -49,7 +51,7 @@ def json_response(status: int, body: object, headers: dict[str, str] | None = No
 
 def error_response(exc: E.WarrantySyncError) -> Response:
     headers: dict[str, str] = {}
-    if isinstance(exc, E.RateLimited | E.Unavailable):
+    if isinstance(exc, E.RateLimited | E.Unavailable | E.LockBarred):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, E.NotAuthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="warrantysync"'

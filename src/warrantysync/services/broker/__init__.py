@@ -43,6 +43,7 @@ PRESENCE_MAX_WAIT = 1.0
 # edit's fan-out) for ~200 ms each interval.
 HEARTBEAT_SLICE = 1000
 StateProvider = Callable[[int], Awaitable[dict[str, Any]]]
+StateView = Callable[[dict[str, Any], int], dict[str, Any]]
 
 
 @dataclass
@@ -84,6 +85,8 @@ class Broker:
         self._replay_slots = asyncio.Semaphore(replay_concurrency)
         self._branches: dict[int, _Branch] = {}
         self.state_provider: StateProvider | None = None
+        # What of the branch's state one user may see (their own client ids only).
+        self.state_view: StateView | None = None
         self.shutting_down = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -113,8 +116,11 @@ class Broker:
         self.metrics.events_published.labels(kind=event.kind).inc()
         await self.backend.publish(event)
 
-    async def publish_ephemeral(self, branch_id: int, kind: str, payload: Any) -> None:
-        await self.publish(Event.of(branch_id, kind, payload))
+    async def publish_ephemeral(
+        self, branch_id: int, kind: str, payload: Any, *, owner: tuple[int, Any] | None = None
+    ) -> None:
+        """``owner=(user_id, payload)``: that user's streams get their own copy (``Event``)."""
+        await self.publish(Event.of(branch_id, kind, payload, owner=owner))
 
     # -- subscribers -----------------------------------------------------------
 
@@ -212,7 +218,13 @@ class Broker:
 
     @staticmethod
     def _push_all(branch: _Branch, event: Event) -> None:
-        Broker._push_to(tuple(branch.subscribers), event)
+        copy = event.owner_copy
+        if copy is None:
+            Broker._push_to(tuple(branch.subscribers), event)
+            return
+        owner = event.owner
+        Broker._push_to([sub for sub in branch.subscribers if sub.user_id != owner], event)
+        Broker._push_to([sub for sub in branch.subscribers if sub.user_id == owner], copy)
 
     @staticmethod
     def _push_to(subscribers: Sequence[Subscriber], event: Event) -> None:
@@ -283,7 +295,19 @@ class Broker:
                     await self._read_missing(branch_id, branch)
             if branch.subscribers and self.state_provider is not None:
                 state = await self.state_provider(branch_id)
-                self._deliver(branch, Event.of(branch_id, STATE, state))
+                self._deliver_state(branch_id, branch, state)
+
+    def _deliver_state(self, branch_id: int, branch: _Branch, state: dict[str, Any]) -> None:
+        """``state`` as each user may see it: one encoding per user, not per stream."""
+        view = self.state_view
+        if view is None:
+            self._deliver(branch, Event.of(branch_id, STATE, state))
+            return
+        by_user: dict[int, list[Subscriber]] = {}
+        for sub in branch.subscribers:
+            by_user.setdefault(sub.user_id, []).append(sub)
+        for user_id, subscribers in by_user.items():
+            self._push_to(subscribers, Event.of(branch_id, STATE, view(state, user_id)))
 
     # -- heartbeats ------------------------------------------------------------
 

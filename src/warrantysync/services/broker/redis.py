@@ -8,7 +8,11 @@ goes on the wire::
     b"<branch_id> <event_id or -> <kind> " + data
 
 so the receiving node rebuilds ``Event(branch_id, kind, data, event_id)``
-and frames it once for all its streams.
+and frames it once for all its streams. An event with an owner copy (see
+``Event``) has ``~<owner user id>`` in the id's place and both JSON texts,
+one line each (JSON from ``dumps`` never holds a newline)::
+
+    b"<branch_id> ~<owner> <kind> " + data + b"\n" + owner_data
 
 Pub/sub is the fast path only; it forgets whatever a disconnected subscriber
 missed. The outbox is the truth, so this module never tries to be reliable:
@@ -53,6 +57,9 @@ PUBLISH_TIMEOUT = 1.0
 
 
 def encode_message(event: Event) -> bytes:
+    if event.owner is not None and event.owner_copy is not None:
+        head = b"%d ~%d %s " % (event.branch_id, event.owner, event.kind.encode())
+        return head + event.data + b"\n" + event.owner_copy.data
     event_id = b"-" if event.event_id is None else str(event.event_id).encode()
     return b"%d %s %s " % (event.branch_id, event_id, event.kind.encode()) + event.data
 
@@ -60,6 +67,10 @@ def encode_message(event: Event) -> bytes:
 def decode_message(raw: bytes) -> Event:
     """The inverse of ``encode_message``; ``ValueError`` for anything else."""
     branch, event_id, kind, data = raw.split(b" ", 3)
+    if event_id.startswith(b"~"):
+        data, own = data.split(b"\n", 1)
+        copy = Event(int(branch), kind.decode(), own)
+        return Event(int(branch), kind.decode(), data, owner=int(event_id[1:]), owner_copy=copy)
     return Event(int(branch), kind.decode(), data, None if event_id == b"-" else int(event_id))
 
 

@@ -10,6 +10,16 @@ Every release is announced exactly once with ``lock-released`` and a
 manager), ``disconnected`` (the owner's client left the branch), ``expired``
 (found by ``sweep``, or displaced by a newer ``acquire`` before the sweep
 got there).
+
+Limits against hoarding (docs/security.md, "Locks"): one user holds at most
+``max_per_user`` live locks at a time; a lock whose client has no open
+stream on the branch cannot be renewed once it is older than
+``renew_grace``; a forced release bars the owner's user from that field for
+``force_cooldown`` seconds.
+
+Client ids are not secrets, but nobody needs another user's: a lock shows
+its ``client_id`` only to its owner's user (``Lock.seen_by``). Lock events
+therefore go out in two copies, the owner's user's streams getting theirs.
 """
 
 from __future__ import annotations
@@ -17,33 +27,63 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from ...errors import Forbidden, LockConflict, LockLost, Unavailable
+from ...errors import (
+    Forbidden,
+    LockBarred,
+    LockConflict,
+    LockLost,
+    StreamRequired,
+    TooManyLocks,
+    Unavailable,
+)
 from ..backends import by_scheme
 from ..events import LOCK_ACQUIRED, LOCK_RELEASED
 from ..metrics import Metrics
-from .base import Acquired, Lock, LockBackend, Owner
+from .base import Acquired, Lock, LockBackend, Owner, iso_utc, locks_seen_by
 from .memory import MemoryLockBackend
 
 __all__ = [
     "Acquired",
+    "Attending",
     "Lock",
     "LockBackend",
     "LockManager",
     "MemoryLockBackend",
     "Owner",
     "Publish",
+    "locks_seen_by",
     "make_lock_backend",
 ]
 
 logger = logging.getLogger(__name__)
 
-Publish = Callable[[int, str, dict[str, Any]], Awaitable[None]]
-"""``publish(branch_id, event_name, payload)``: hand an ephemeral event to the broker."""
+
+class Publish(Protocol):
+    """Hand an ephemeral event to the broker.
+
+    ``owner=(user_id, payload)``: that user's streams get ``payload``
+    instead (their own client ids in it), everyone else the first one.
+    """
+
+    async def __call__(
+        self,
+        branch_id: int,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        owner: tuple[int, dict[str, Any]] | None = None,
+    ) -> None: ...
+
+
+Attending = Callable[[int, int, str], Awaitable[bool]]
+"""``attending(branch_id, user_id, client_id)``: does the client have a stream open on the branch
+(or one that closed less than the disconnect grace ago)?"""
 
 
 class _Stop(Protocol):
@@ -72,11 +112,20 @@ class LockManager:
         publish: Publish,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        max_per_user: int | None = None,
+        attending: Attending | None = None,
+        renew_grace: float = 0.0,
+        force_cooldown: float = 0.0,
     ) -> None:
+        """``max_per_user`` None: no cap. ``attending`` None: renewals are never refused."""
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.backend = backend
         self.ttl = ttl
+        self.max_per_user = max_per_user
+        self.attending = attending
+        self.renew_grace = renew_grace
+        self.force_cooldown = force_cooldown
         self._publish = publish
         self._clock = clock
         self._metrics = metrics
@@ -86,9 +135,23 @@ class LockManager:
         return min(0.25, self.ttl / 4)
 
     async def acquire(self, *, case_id: int, branch_id: int, field: str, owner: Owner) -> Lock:
-        """Take or renew the lock; the returned lock carries the token for its owner only."""
+        """Take or renew the lock; the returned lock carries the token for its owner only.
+
+        Refusals, first match wins: ``LockConflict`` (another owner holds
+        it), ``StreamRequired`` (a renewal without a stream, see below),
+        ``LockBarred`` (a forced release bars the user), ``TooManyLocks``.
+        A renewal is refused when the client has no stream open on the
+        branch and the lock was acquired more than ``renew_grace`` seconds
+        ago; the lock itself stays until it expires or is released.
+        """
         # 192 random bits: unique per acquisition with no counter to lose in a Redis restart.
         proposed = secrets.token_urlsafe(24)
+        renew_within = None
+        if self.attending is not None and not await self.attending(
+            branch_id, owner.user_id, owner.client_id
+        ):
+            renew_within = self.renew_grace
+        now = self._clock()
         result: Acquired = await self.backend.acquire(
             case_id=case_id,
             branch_id=branch_id,
@@ -96,20 +159,61 @@ class LockManager:
             owner=owner,
             token=proposed,
             ttl=self.ttl,
-            now=self._clock(),
+            now=now,
+            max_per_user=self.max_per_user,
+            renew_within=renew_within,
         )
         if result.displaced is not None:
             await self._announce_release(result.displaced, "expired")
-        lock = result.lock
         if not result.granted:
-            if self._metrics is not None:
-                self._metrics.lock_conflicts.inc()
-            raise LockConflict(f"{field} is locked by {lock.owner.name}", lock=lock.public())
+            raise self._refusal(result, field=field, owner=owner, now=now)
+        lock = result.lock
+        assert lock is not None
         if lock.token == proposed:
             if self._metrics is not None:
                 self._metrics.locks_held.inc()
-            await self._send(lock.branch_id, LOCK_ACQUIRED, {"lock": lock.public()})
+            await self._send(
+                lock, LOCK_ACQUIRED, {"lock": lock.seen_by(None)}, {"lock": lock.public()}
+            )
         return lock
+
+    def _refusal(self, result: Acquired, *, field: str, owner: Owner, now: float) -> Exception:
+        lock, viewer = result.lock, owner.user_id
+        if result.refusal == "locked":
+            assert lock is not None
+            if self._metrics is not None:
+                self._metrics.lock_conflicts.inc()
+            return LockConflict(
+                f"{field} is locked by {lock.owner.name}", lock=lock.seen_by(viewer)
+            )
+        wait = max(1, math.ceil((result.until or now) - now))
+        if result.refusal == "unattended":
+            assert lock is not None
+            self._count_refusal(StreamRequired.code)
+            return StreamRequired(
+                f"{field}: a lock is renewed only for a tab with the branch's event stream "
+                f"open (the same X-Client-Id); this one ends at {iso_utc(lock.expires_at)}",
+                lock=lock.seen_by(viewer),
+            )
+        if result.refusal == "barred":
+            self._count_refusal(LockBarred.code)
+            return LockBarred(
+                f"a manager released your lock on {field}; you may take it again in {wait} s",
+                retry_after=wait,
+                field=field,
+                until=iso_utc(result.until or now),
+            )
+        self._count_refusal(TooManyLocks.code)
+        return TooManyLocks(
+            f"you already hold {self.max_per_user} locks, the most one user may hold at a time;"
+            " release one first",
+            retry_after=wait,
+            limit=self.max_per_user,
+        )
+
+    def _count_refusal(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.lock_refusals.labels(reason=reason).inc()
 
     async def release(
         self,
@@ -125,11 +229,17 @@ class LockManager:
 
         Not locked: nothing happens. Locked by another owner without
         ``force``: ``Forbidden``. ``branch_id`` is the case's branch; events
-        go to the branch stored with the lock.
+        go to the branch stored with the lock. A forced release of another
+        user's lock bars that user from the field for ``force_cooldown`` s.
         """
         if force:
-            removed = await self.backend.release(
-                case_id=case_id, field=field, user_id=None, client_id=None
+            now = self._clock()
+            removed = await self.backend.force_release(
+                case_id=case_id,
+                field=field,
+                by_user_id=user_id,
+                bar_until=now + self.force_cooldown if self.force_cooldown > 0 else None,
+                now=now,
             )
         elif client_id is None:
             removed = None
@@ -142,7 +252,7 @@ class LockManager:
                 # Only to word the refusal: the delete itself was the atomic compare.
                 held = await self.backend.get(case_id=case_id, field=field, now=self._clock())
                 if held is not None and not held.owned_by(user_id, client_id):
-                    raise Forbidden("you do not hold this lock", lock=held.public())
+                    raise Forbidden("you do not hold this lock", lock=held.seen_by(user_id))
             return
         reason = "released" if removed.owned_by(user_id, client_id) else "forced"
         await self._announce_release(removed, reason)
@@ -170,14 +280,19 @@ class LockManager:
             if lock is not None and not lock.owned_by(user_id, client_id):
                 if self._metrics is not None:
                     self._metrics.lock_conflicts.inc()
-                raise LockConflict(f"{field} is locked by {lock.owner.name}", lock=lock.public())
+                raise LockConflict(
+                    f"{field} is locked by {lock.owner.name}", lock=lock.seen_by(user_id)
+                )
         for field, token in tokens.items():
             lock = locks.get(field)
             if lock is None or not secrets.compare_digest(lock.token, token):
                 raise LockLost(f"{field}: your lock is gone", field=field)
 
     async def snapshot(self, *, branch_id: int) -> list[dict[str, Any]]:
-        """Live locks of the branch as public dicts, for ``ready`` and ``state``."""
+        """Live locks of the branch as public dicts, for ``ready`` and ``state``.
+
+        With every client id: pass them through ``locks_seen_by`` for a user.
+        """
         locks = await self.backend.for_branch(branch_id=branch_id, now=self._clock())
         return [lock.public() for lock in sorted(locks, key=lambda x: (x.case_id, x.field))]
 
@@ -234,13 +349,17 @@ class LockManager:
             "case_id": lock.case_id,
             "field": lock.field,
             "user": {"id": lock.owner.user_id, "name": lock.owner.name},
-            "client_id": lock.owner.client_id,
+            "client_id": None,
             "reason": reason,
         }
-        await self._send(lock.branch_id, LOCK_RELEASED, payload)
+        own = {**payload, "client_id": lock.owner.client_id}
+        await self._send(lock, LOCK_RELEASED, payload, own)
 
-    async def _send(self, branch_id: int, kind: str, payload: dict[str, Any]) -> None:
+    async def _send(
+        self, lock: Lock, kind: str, payload: dict[str, Any], own: dict[str, Any]
+    ) -> None:
+        """``payload`` to everyone, ``own`` (with the client id) to the lock's user."""
         try:
-            await self._publish(branch_id, kind, payload)
+            await self._publish(lock.branch_id, kind, payload, owner=(lock.owner.user_id, own))
         except Exception:
-            logger.exception("could not publish %s to branch %s", kind, branch_id)
+            logger.exception("could not publish %s to branch %s", kind, lock.branch_id)

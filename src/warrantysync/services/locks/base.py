@@ -10,6 +10,11 @@ so one clock rules a deployment's policy and tests can drive it. A lock
 whose ``expires_at <= now`` is *expired*: ``get`` and ``for_branch`` no
 longer show it, ``acquire`` may displace it, and until then it waits for
 ``claim_expired`` to hand it out, exactly once, for its release event.
+
+The limits a lock request must pass (one user's cap, a bar after a forced
+release, renewing without a stream) are decided inside ``acquire`` too, in
+the same atomic step that takes the lock, so no two nodes can both squeeze
+in under a limit.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+Refusal = Literal["locked", "barred", "too_many", "unattended"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +44,13 @@ class Lock:
     owner: Owner
     token: str
     expires_at: float
+    acquired_at: float = 0.0  # when this token was granted; renewals keep it
 
     def public(self) -> dict[str, Any]:
-        """Lock JSON for events, snapshots and 423 bodies: never the token."""
+        """Lock JSON as its owner's user sees it: never the token.
+
+        Anyone else gets ``seen_by(their user id)``.
+        """
         return {
             "case_id": self.case_id,
             "field": self.field,
@@ -47,6 +58,13 @@ class Lock:
             "client_id": self.owner.client_id,
             "expires_at": iso_utc(self.expires_at),
         }
+
+    def seen_by(self, viewer: int | None) -> dict[str, Any]:
+        """Lock JSON for user ``viewer``: another user's client id shows as null."""
+        public = self.public()
+        if viewer != self.owner.user_id:
+            public["client_id"] = None
+        return public
 
     def owned_by(self, user_id: int, client_id: str | None) -> bool:
         """True for the same user in the same tab; a request without a client id owns nothing."""
@@ -60,20 +78,36 @@ class Lock:
         return self.expires_at > now
 
 
+def locks_seen_by(locks: list[dict[str, Any]], viewer: int) -> list[dict[str, Any]]:
+    """``Lock.seen_by`` for a list of ``Lock.public()`` dicts (snapshots, ``ready``, ``state``)."""
+    return [lock if lock["user"]["id"] == viewer else {**lock, "client_id": None} for lock in locks]
+
+
 @dataclass(frozen=True, slots=True)
 class Acquired:
     """The outcome of ``LockBackend.acquire``.
 
-    ``granted`` False: ``lock`` is the other owner's live lock. Granted:
-    ``lock`` is the caller's lock, keeping its old token when it was a
-    renewal of a live lock. ``displaced`` is an expired lock of anyone
+    Granted: ``lock`` is the caller's lock, keeping its old token when it
+    was a renewal of a live lock. ``displaced`` is an expired lock of anyone
     (the caller included) that this call removed to make room: it was not
     claimed by ``claim_expired`` and so still needs its release announced.
+
+    Not granted, nothing changed, and ``refusal`` says why:
+
+    * ``locked`` — ``lock`` is the other owner's live lock;
+    * ``unattended`` — ``lock`` is the caller's own lock, not renewed
+      (acquired longer than ``renew_within`` ago);
+    * ``barred`` — a forced release bars the caller's user from the field
+      until ``until``; ``lock`` is None;
+    * ``too_many`` — the caller's user holds ``max_per_user`` live locks;
+      ``until`` is the earliest of their expiries; ``lock`` is None.
     """
 
-    lock: Lock
+    lock: Lock | None
     granted: bool
     displaced: Lock | None = None
+    refusal: Refusal | None = None
+    until: float | None = None
 
 
 class LockBackend(Protocol):
@@ -87,6 +121,8 @@ class LockBackend(Protocol):
         token: str,
         ttl: float,
         now: float,
+        max_per_user: int | None = None,
+        renew_within: float | None = None,
     ) -> Acquired:
         """Take, or renew, the lock on ``(case_id, field)`` atomically.
 
@@ -94,6 +130,13 @@ class LockBackend(Protocol):
         client_id): the lock now expires at ``now + ttl``; a live renewal
         keeps its token, anything else gets ``token``. Held live by another
         owner: nothing changes and their lock comes back ungranted.
+
+        Limits, checked in this order and only after the holder: with
+        ``renew_within``, a live renewal of a lock acquired more than that
+        many seconds ago is refused; a new lock is refused while a forced
+        release bars the user from the field (``force_release``), and, with
+        ``max_per_user``, while the user holds that many live locks on any
+        branch (a renewal never counts twice).
         """
         ...
 
@@ -109,6 +152,23 @@ class LockBackend(Protocol):
         """Compare-and-delete: remove the lock if it belongs to the owner (and has ``token``
         when given). ``user_id`` and ``client_id`` both None: remove it whoever holds it.
         Expired locks count as present here. Returns the removed lock, or None."""
+        ...
+
+    async def force_release(
+        self,
+        *,
+        case_id: int,
+        field: str,
+        by_user_id: int,
+        bar_until: float | None,
+        now: float,
+    ) -> Lock | None:
+        """Remove the lock whoever holds it (live or expired) and return it, or None.
+
+        With ``bar_until``, unless the lock was ``by_user_id``'s own, its
+        user may not acquire that field again before ``bar_until`` (all of
+        their tabs; other users may at once). One atomic step.
+        """
         ...
 
     async def get(self, *, case_id: int, field: str, now: float) -> Lock | None:

@@ -4,7 +4,8 @@ Atomicity comes from the event loop: no method awaits between reading and
 writing, so each runs as one uninterrupted step. Expiry is a heap of
 ``(expires_at, token, key)`` with lazy deletion: a renewal or release leaves
 the old entry behind, and ``claim_expired`` skips entries that no longer
-match the stored lock, so every operation stays O(log n).
+match the stored lock, so every operation stays O(log n). The per-user cap
+counts the user's own few locks (``_by_user``), never the whole table.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from collections.abc import Sequence
 from .base import Acquired, Lock, Owner
 
 _Key = tuple[int, str]
+_BarKey = tuple[int, str, int]  # case, field, barred user
 
 
 class MemoryLockBackend:
     def __init__(self) -> None:
         self._locks: dict[_Key, Lock] = {}
         self._by_branch: dict[int, set[_Key]] = {}
+        self._by_user: dict[int, set[_Key]] = {}
         self._expiry: list[tuple[float, str, _Key]] = []
+        self._bars: dict[_BarKey, float] = {}  # -> until
 
     async def acquire(
         self,
@@ -34,24 +38,44 @@ class MemoryLockBackend:
         token: str,
         ttl: float,
         now: float,
+        max_per_user: int | None = None,
+        renew_within: float | None = None,
     ) -> Acquired:
         key = (case_id, field)
         current = self._locks.get(key)
-        displaced: Lock | None = None
         if current is not None and current.is_live(now):
             if current.owner.user_id != owner.user_id or current.owner.client_id != owner.client_id:
-                return Acquired(current, granted=False)
+                return Acquired(current, granted=False, refusal="locked")
+            if renew_within is not None and now - current.acquired_at > renew_within:
+                return Acquired(current, granted=False, refusal="unattended")
             # A renewal keeps the token; the name may have changed since.
             lock = dataclasses.replace(current, owner=owner, expires_at=now + ttl)
-        else:
-            displaced = current
-            if displaced is not None:
-                self._remove(displaced)
-            lock = Lock(case_id, branch_id, field, owner, token, now + ttl)
+            self._store(lock)
+            return Acquired(lock, granted=True)
+        bar = self._bars.get((case_id, field, owner.user_id))
+        if bar is not None and bar > now:
+            return Acquired(None, granted=False, refusal="barred", until=bar)
+        if max_per_user is not None:
+            expiries = [
+                lock.expires_at
+                for held in self._by_user.get(owner.user_id, ())
+                if (lock := self._locks[held]).is_live(now)
+            ]
+            if len(expiries) >= max_per_user:
+                return Acquired(
+                    None, granted=False, refusal="too_many", until=min(expiries, default=now)
+                )
+        if current is not None:
+            self._remove(current)
+        self._store(Lock(case_id, branch_id, field, owner, token, now + ttl, acquired_at=now))
+        return Acquired(self._locks[key], granted=True, displaced=current)
+
+    def _store(self, lock: Lock) -> None:
+        key = (lock.case_id, lock.field)
         self._locks[key] = lock
         self._by_branch.setdefault(lock.branch_id, set()).add(key)
+        self._by_user.setdefault(lock.owner.user_id, set()).add(key)
         heapq.heappush(self._expiry, (lock.expires_at, lock.token, key))
-        return Acquired(lock, granted=True, displaced=displaced)
 
     async def release(
         self,
@@ -71,6 +95,25 @@ class MemoryLockBackend:
         if token is not None and current.token != token:
             return None
         self._remove(current)
+        return current
+
+    async def force_release(
+        self,
+        *,
+        case_id: int,
+        field: str,
+        by_user_id: int,
+        bar_until: float | None,
+        now: float,
+    ) -> Lock | None:
+        current = self._locks.get((case_id, field))
+        if current is None:
+            return None
+        self._remove(current)
+        if bar_until is not None and current.owner.user_id != by_user_id:
+            # Forced releases are rare: dropping the lapsed bars here keeps the dict small.
+            self._bars = {k: until for k, until in self._bars.items() if until > now}
+            self._bars[(case_id, field, current.owner.user_id)] = bar_until
         return current
 
     async def get(self, *, case_id: int, field: str, now: float) -> Lock | None:
@@ -113,12 +156,18 @@ class MemoryLockBackend:
     async def close(self) -> None:
         self._locks.clear()
         self._by_branch.clear()
+        self._by_user.clear()
         self._expiry.clear()
+        self._bars.clear()
 
     def _remove(self, lock: Lock) -> None:
         key = (lock.case_id, lock.field)
         del self._locks[key]
-        keys = self._by_branch[lock.branch_id]
-        keys.discard(key)
-        if not keys:
-            del self._by_branch[lock.branch_id]
+        for index, group in (
+            (self._by_branch, lock.branch_id),
+            (self._by_user, lock.owner.user_id),
+        ):
+            keys = index[group]
+            keys.discard(key)
+            if not keys:
+                del index[group]

@@ -3,15 +3,20 @@
 Each method is one Lua script (or one pipelined read), so it is one atomic
 step however many processes call at once. Keys, under ``<prefix>:locks:``:
 
-* ``lock:<case>:<field>`` — a hash ``branch user name client token exp``;
-  ``exp`` is the deadline (epoch seconds, written by Python's ``repr`` so it
-  reads back exactly). The key also has a Redis TTL well past the deadline,
-  only as a safety net: the release event comes from the deadline set.
+* ``lock:<case>:<field>`` — a hash ``branch user name client token exp
+  since``; ``exp`` is the deadline and ``since`` when the token was granted
+  (epoch seconds, written by Python's ``repr`` so they read back exactly).
+  The key also has a Redis TTL well past the deadline, only as a safety
+  net: the release event comes from the deadline set.
 * ``deadlines`` — a sorted set ``<case>:<field>`` → ``exp``. ``claim_expired``
   takes what is due and deletes it inside one script, so each expiry is
   handed to exactly one caller across the cluster.
 * ``branch:<id>`` — the ``<case>:<field>`` members locked on a branch, for
   snapshots and ``release_owner``.
+* ``user:<id>`` — the members locked by a user on any branch, for the
+  per-user cap (a few members: ``acquire`` reads them all).
+* ``bar:<case>:<field>:<user>`` — after a forced release, the moment until
+  which that user may not take the field again (with a Redis TTL past it).
 
 Time comes from the caller (``now``), as in every lock backend: one clock
 (the front's) rules the policy. Tokens come from the front too; they are
@@ -28,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..redisconn import KEY_PREFIX, connect, unavailable
-from .base import Acquired, Lock, Owner
+from .base import Acquired, Lock, Owner, Refusal
 
 __all__ = ["RedisLockBackend"]
 
@@ -36,56 +41,89 @@ __all__ = ["RedisLockBackend"]
 # sweep (Redis down for a while) still finds it and announces its expiry.
 _KEY_GRACE_MS = 300_000
 _CLAIM_BATCH = 500
+_REFUSALS: dict[str, Refusal] = {
+    "locked": "locked",
+    "barred": "barred",
+    "too_many": "too_many",
+    "unattended": "unattended",
+}
 
 # A lock travels out of Lua as a flat list of strings (Lua numbers would be
-# truncated to integers): case, field, branch, user, name, client, token, exp.
+# truncated to integers): case, field, branch, user, name, client, token, exp,
+# since (missing for a lock written before ``since`` existed).
 _LUA_HELPERS = """
 local prefix = ARGV[1]
 local function lock_key(member) return prefix .. 'lock:' .. member end
 local function load(member)
   local h = redis.call('HMGET', lock_key(member),
-    'branch', 'user', 'name', 'client', 'token', 'exp')
+    'branch', 'user', 'name', 'client', 'token', 'exp', 'since')
   if not h[1] then return nil end
   return h
 end
 local function flat(member, h)
   local case, field = string.match(member, '^(%d+):(.*)$')
-  return {case, field, h[1], h[2], h[3], h[4], h[5], h[6]}
+  return {case, field, h[1], h[2], h[3], h[4], h[5], h[6], h[7]}
 end
 local function remove(member, h)
   redis.call('DEL', lock_key(member))
   redis.call('ZREM', prefix .. 'deadlines', member)
-  local set = prefix .. 'branch:' .. h[1]
-  redis.call('SREM', set, member)
+  redis.call('SREM', prefix .. 'branch:' .. h[1], member)
+  redis.call('SREM', prefix .. 'user:' .. h[2], member)
 end
 """
 
-# ARGV: prefix member branch user name client token exp now key_ttl_ms
+# ARGV: prefix member branch user name client token exp now key_ttl_ms cap within
+# ('' = no cap / no renewal limit) -> {outcome, lock, displaced, until}; see Acquired.
 _ACQUIRE = (
     _LUA_HELPERS
     + """
-local member, branch, user, name, client, token, exp, now, ttl_ms =
-  ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
+local member, branch, user, name, client, token, exp, now, ttl_ms, cap, within =
+  ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10],
+  ARGV[11], ARGV[12]
+local since = ARGV[9]
 local cur = load(member)
 local displaced = {}
 if cur and tonumber(cur[6]) > now then
   if cur[2] ~= user or cur[4] ~= client then
-    return {'0', flat(member, cur), displaced}
+    return {'locked', flat(member, cur), displaced, ''}
+  end
+  since = cur[7] or since  -- a lock from before `since`: its clock starts now
+  if within ~= '' and now - tonumber(since) > tonumber(within) then
+    return {'unattended', flat(member, cur), displaced, ''}
   end
   token = cur[5]  -- a live renewal keeps its token
   branch = cur[1]
-elseif cur then
-  displaced = flat(member, cur)
-  remove(member, cur)
+else
+  local bar = redis.call('GET', prefix .. 'bar:' .. member .. ':' .. user)
+  if bar and tonumber(bar) > now then return {'barred', {}, displaced, bar} end
+  if cap ~= '' then
+    local mine = prefix .. 'user:' .. user
+    local held, first = 0, nil
+    for _, other in ipairs(redis.call('SMEMBERS', mine)) do
+      local h = load(other)
+      if not h or h[2] ~= user then
+        redis.call('SREM', mine, other)
+      elseif tonumber(h[6]) > now then
+        held = held + 1
+        if not first or tonumber(h[6]) < tonumber(first) then first = h[6] end
+      end
+    end
+    if held >= tonumber(cap) then return {'too_many', {}, displaced, first or ''} end
+  end
+  if cur then
+    displaced = flat(member, cur)
+    remove(member, cur)
+  end
 end
 local key = lock_key(member)
 redis.call('HSET', key, 'branch', branch, 'user', user, 'name', name, 'client', client,
-  'token', token, 'exp', exp)
+  'token', token, 'exp', exp, 'since', since)
 redis.call('PEXPIRE', key, ttl_ms)
 redis.call('ZADD', prefix .. 'deadlines', exp, member)
 redis.call('SADD', prefix .. 'branch:' .. branch, member)
-return {'1', {string.match(member, '^(%d+):'), string.match(member, '^%d+:(.*)$'),
-  branch, user, name, client, token, exp}, displaced}
+redis.call('SADD', prefix .. 'user:' .. user, member)
+return {'granted', {string.match(member, '^(%d+):'), string.match(member, '^%d+:(.*)$'),
+  branch, user, name, client, token, exp, since}, displaced, ''}
 """
 )
 
@@ -100,6 +138,21 @@ local forced = user == '' and client == ''
 if not forced and (cur[2] ~= user or cur[4] ~= client) then return {} end
 if token ~= '' and cur[5] ~= token then return {} end
 remove(member, cur)
+return flat(member, cur)
+"""
+)
+
+# ARGV: prefix member by_user bar_until bar_ttl_ms ('' = no bar)
+_FORCE_RELEASE = (
+    _LUA_HELPERS
+    + """
+local member, by_user, bar_until, bar_ms = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local cur = load(member)
+if not cur then return {} end
+remove(member, cur)
+if bar_until ~= '' and cur[2] ~= by_user then
+  redis.call('SET', prefix .. 'bar:' .. member .. ':' .. cur[2], bar_until, 'PX', bar_ms)
+end
 return flat(member, cur)
 """
 )
@@ -166,7 +219,8 @@ def _text(value: Any) -> str:
 
 
 def _lock(row: Sequence[Any]) -> Lock:
-    case, field, branch, user, name, client, token, exp = (_text(v) for v in row)
+    case, field, branch, user, name, client, token, exp = (_text(v) for v in row[:8])
+    since = row[8] if len(row) > 8 else None
     return Lock(
         case_id=int(case),
         branch_id=int(branch),
@@ -174,6 +228,7 @@ def _lock(row: Sequence[Any]) -> Lock:
         owner=Owner(int(user), name, client),
         token=token,
         expires_at=float(exp),
+        acquired_at=0.0 if since is None else float(_text(since)),
     )
 
 
@@ -183,6 +238,7 @@ class RedisLockBackend:
         self._redis = connect(url)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._release = self._redis.register_script(_RELEASE)
+        self._force_release = self._redis.register_script(_FORCE_RELEASE)
         self._for_branch = self._redis.register_script(_FOR_BRANCH)
         self._claim_expired = self._redis.register_script(_CLAIM_EXPIRED)
         self._release_owner = self._redis.register_script(_RELEASE_OWNER)
@@ -197,6 +253,8 @@ class RedisLockBackend:
         token: str,
         ttl: float,
         now: float,
+        max_per_user: int | None = None,
+        renew_within: float | None = None,
     ) -> Acquired:
         expires_at = now + ttl
         args: list[Any] = [
@@ -210,13 +268,18 @@ class RedisLockBackend:
             repr(expires_at),
             repr(now),
             int(ttl * 1000) + _KEY_GRACE_MS,
+            "" if max_per_user is None else max_per_user,
+            "" if renew_within is None else repr(renew_within),
         ]
         with unavailable("taking the lock"):
-            granted, lock, displaced = await self._acquire(args=args)
+            outcome, lock, displaced, until = await self._acquire(args=args)
+        refusal = _text(outcome)
         return Acquired(
-            _lock(lock),
-            granted=_text(granted) == "1",
+            _lock(lock) if lock else None,
+            granted=refusal == "granted",
             displaced=_lock(displaced) if displaced else None,
+            refusal=None if refusal == "granted" else _REFUSALS[refusal],
+            until=float(_text(until)) if until else None,
         )
 
     async def release(
@@ -242,11 +305,32 @@ class RedisLockBackend:
             row = await self._release(args=args)
         return _lock(row) if row else None
 
+    async def force_release(
+        self,
+        *,
+        case_id: int,
+        field: str,
+        by_user_id: int,
+        bar_until: float | None,
+        now: float,
+    ) -> Lock | None:
+        bar_ms = 0 if bar_until is None else int((bar_until - now) * 1000) + _KEY_GRACE_MS
+        args: list[Any] = [
+            self._prefix,
+            f"{case_id}:{field}",
+            by_user_id,
+            "" if bar_until is None else repr(bar_until),
+            bar_ms,
+        ]
+        with unavailable("releasing the lock"):
+            row = await self._force_release(args=args)
+        return _lock(row) if row else None
+
     async def get(self, *, case_id: int, field: str, now: float) -> Lock | None:
         return (await self.get_many(case_id=case_id, fields=[field], now=now)).get(field)
 
     async def get_many(self, *, case_id: int, fields: Sequence[str], now: float) -> dict[str, Lock]:
-        names = ("branch", "user", "name", "client", "token", "exp")
+        names = ("branch", "user", "name", "client", "token", "exp", "since")
         pipe = self._redis.pipeline(transaction=False)
         for field in fields:
             pipe.hmget(f"{self._prefix}lock:{case_id}:{field}", names)

@@ -141,6 +141,21 @@ class Presence:
         viewers.sort(key=lambda v: (v.name.casefold(), v.user_id))
         return [viewer.public() for viewer in viewers]
 
+    async def attending(self, *, branch_id: int, user_id: int, client_id: str) -> bool:
+        """The client has a stream open on the branch, or its last one closed within the grace.
+
+        The second half is known only to the node where that stream closed;
+        elsewhere such a client counts as gone a little early.
+        """
+        if (branch_id, user_id, client_id) in self._timers:
+            return True
+        return (
+            await self.backend.client_streams(
+                branch_id=branch_id, user_id=user_id, client_id=client_id
+            )
+            > 0
+        )
+
     async def streams_of_user(self, user_id: int) -> int:
         return await self.backend.streams_of_user(user_id=user_id)
 

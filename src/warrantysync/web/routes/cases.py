@@ -16,6 +16,7 @@ from ...jsonutil import JSONDecodeError, dumps, loads
 from ...services import idempotency
 from ...services.cases import Actor
 from ...services.fields import check_subset
+from ...services.locks import locks_seen_by
 from ...storage.models import Role
 from ..deps import CurrentUser, RawJson, ServicesDep, Writer
 from ..errors import body_of, json_response, status_of
@@ -73,7 +74,7 @@ async def list_cases(
 ) -> Response:
     await services.accounts.branch_access(user_id=principal.user_id, branch_id=branch_id)
     cases, head = await services.cases.snapshot(branch_id=branch_id)
-    locks = await services.locks.snapshot(branch_id=branch_id)
+    locks = locks_seen_by(await services.locks.snapshot(branch_id=branch_id), principal.user_id)
     presence = await services.presence.viewers(branch_id=branch_id)
     extras = dumps([locks, presence])
     etag = '"' + hashlib.sha256(f"{branch_id}:{head}:".encode() + extras).hexdigest()[:32] + '"'

@@ -5,6 +5,7 @@
 
 import { ApiError } from './api.js';
 import { fieldKey } from './fields.js';
+import { ownedBy } from './store.js';
 
 function noop() {}
 
@@ -16,16 +17,19 @@ function lockOf(data) {
  * @param {object} options
  * @param {object} options.api from api.js (sends X-Client-Id and X-CSRF-Token)
  * @param {string} options.clientId
+ * @param {number} options.userId the signed-in user: a lock is ours only as (user, client id)
  * @param {number} options.renewMs
  * @param {Function} options.setTimeout
  * @param {Function} options.clearTimeout
- * @param {(caseId, field, holder: {id, name}|null) => void} [options.onLost] a lock we held went to someone else
+ * @param {(caseId, field, holder: {id, name}|null, reason?: 'forced') => void} [options.onLost]
+ *   a lock we held went to someone else, or a manager took it away
  */
 export function createLocks(options) {
   const {
-    api, clientId, renewMs, setTimeout, clearTimeout, onLost = noop,
+    api, clientId, userId, renewMs, setTimeout, clearTimeout, onLost = noop,
     lockUrl = (caseId, field) => `/api/cases/${caseId}/locks/${field}`,
   } = options;
+  const mine = (owner) => ownedBy(owner, userId, clientId);
   const entries = new Map(); // key -> {caseId, field, token, wanted, chain, renewTimer}
 
   function entry(caseId, field) {
@@ -71,12 +75,21 @@ export function createLocks(options) {
         e.token = null;
         stopRenew(e);
         const holder = error.body && error.body.lock ? error.body.lock.user : null;
-        return { ok: false, locked: true, holder, message: error.message };
+        // lock_barred: a manager released our lock on this field a moment ago.
+        const forced = error.code === 'lock_barred';
+        return { ok: false, locked: true, holder, forced, message: error.message };
       }
-      if (error.retryable) {
-        // Redis down or network blip: edit on (saves carry `expected`), keep trying.
+      if (error.status === 409 && error.code === 'stream_required' && e.token) {
+        // Not renewed while our stream is away; the lock (and token) stays until it
+        // expires, and the next renewal, once the stream is back, extends it again.
         scheduleRenew(e);
         return { ok: false, transient: true, message: error.message };
+      }
+      if (error.retryable) {
+        // Redis down, network blip, or too many locks held: edit on (saves carry
+        // `expected`), keep trying.
+        scheduleRenew(e);
+        return { ok: false, transient: true, code: error.code, message: error.message };
       }
       e.token = null;
       stopRenew(e);
@@ -87,8 +100,13 @@ export function createLocks(options) {
   async function renew(e) {
     const had = e.token !== null;
     const result = await put(e);
-    if (had && result.locked) onLost(e.caseId, e.field, result.holder);
+    if (had && result.locked) reportLost(e, result);
     return result;
+  }
+
+  function reportLost(e, result) {
+    if (result.forced) onLost(e.caseId, e.field, null, 'forced');
+    else onLost(e.caseId, e.field, result.holder);
   }
 
   function lost(e, holder) {
@@ -101,7 +119,7 @@ export function createLocks(options) {
     return enqueue(e, async () => {
       if (!e.wanted || e.token) return;
       const result = await put(e);
-      if (result.locked && !silent) onLost(e.caseId, e.field, result.holder);
+      if (result.locked && !silent) reportLost(e, result);
     });
   }
 
@@ -111,7 +129,7 @@ export function createLocks(options) {
     for (const [key, e] of entries) {
       if (!e.token) continue;
       const lock = current.get(key);
-      if (lock && lock.client_id === clientId) continue;
+      if (lock && mine(lock)) continue;
       if (lock) lost(e, lock.user);
       else {
         // Released while we were away (disconnect grace ran out): take it back if still editing.
@@ -172,8 +190,8 @@ export function createLocks(options) {
       else if (name === 'lock-acquired') {
         const lock = data.lock;
         const e = lock && entries.get(fieldKey(lock.case_id, lock.field));
-        if (e && e.token && lock.client_id !== clientId) lost(e, lock.user);
-      } else if (name === 'lock-released' && data.client_id === clientId && data.reason !== 'released') {
+        if (e && e.token && !mine(lock)) lost(e, lock.user);
+      } else if (name === 'lock-released' && mine(data) && data.reason !== 'released') {
         const e = entries.get(fieldKey(data.case_id, data.field));
         if (e && e.token) {
           e.token = null;

@@ -69,7 +69,8 @@ function start() {
   const clientId = tabClientId();
   const timers = { setTimeout: (fn, ms) => window.setTimeout(fn, ms), clearTimeout: (id) => window.clearTimeout(id) };
   const api = createApi({ fetch: (...args) => window.fetch(...args), csrfToken: config.csrf_token, clientId });
-  const store = createStore({ clientId });
+  const userId = config.user.id;
+  const store = createStore({ clientId, userId });
   const caseName = (caseId) => store.getCase(caseId)?.case_number ?? 'this case';
   let view = null;
   let saver = null;
@@ -83,7 +84,7 @@ function start() {
   }
 
   const locks = createLocks({
-    api, clientId, renewMs: config.LOCK_RENEW_MS || 10000, ...timers,
+    api, clientId, userId, renewMs: config.LOCK_RENEW_MS || 10000, ...timers,
     onLost: (caseId, field, holder, reason) => view.toast(reason === 'forced'
       ? `A manager released your lock on ${labelOf(field)} of ${caseName(caseId)}. Your text is kept.`
       : `${holder && holder.name ? holder.name : 'Someone else'} now holds ${labelOf(field)} of ${caseName(caseId)}. Your text is kept.`, 'warning'),
@@ -135,6 +136,10 @@ function start() {
       store.setFocus(caseId, field);
       if (config.role === 'viewer') return { ok: true };
       const result = await locks.acquire(caseId, field);
+      // Editing on without the lock; say why when it is the user's own doing.
+      if (result.code === 'too_many_locks') {
+        view.toast('You are editing too many fields at once (other tabs?), so this one is not locked for you. Your changes are still saved.', 'warning');
+      }
       if (result.ok || result.transient || result.cancelled) return { ok: true };
       store.clearFocus(caseId, field);
       saver.discard(caseId, field);

@@ -8,9 +8,26 @@
 import { fieldKey, sameValue } from './fields.js';
 
 /**
- * @param {{clientId: string}} options
+ * Is `owner` (a lock, `lock-released` data, or a `case-*` event's `{by, client_id}`)
+ * this tab? The owner is the pair (user, client id): a client id alone is no proof,
+ * anyone may send another tab's id as their own.
  */
-export function createStore({ clientId }) {
+export function ownedBy(owner, userId, clientId) {
+  if (!owner) return false;
+  const user = owner.user || owner.by;
+  return Boolean(user) && user.id === userId && owner.client_id === clientId;
+}
+
+/** Same holder: same user and, where both are known, the same client id. */
+function sameOwner(a, b) {
+  if (!a.user || !b.user || a.user.id !== b.user.id) return false;
+  return (a.client_id ?? null) === (b.client_id ?? null);
+}
+
+/**
+ * @param {{clientId: string, userId: number}} options
+ */
+export function createStore({ clientId, userId }) {
   const cases = new Map(); // id -> case JSON as the server last confirmed it
   const origin = new Map(); // id -> event id the case became known at (Infinity: own create, echo pending)
   const edits = new Map(); // "case:field" -> local value not yet confirmed
@@ -76,7 +93,7 @@ export function createStore({ clientId }) {
     const current = cases.get(caseId);
     if (!current) return false;
     if (Number(data.version) <= Number(current.version)) return true; // seen via a PATCH answer or snapshot
-    const remote = data.client_id !== clientId;
+    const remote = !ownedBy(data, userId, clientId);
     const changed = setConfirmedFields(caseId, { ...data.changes, version: data.version });
     const fields = changed.filter((field) => field !== 'version');
     if (fields.length) notify({ type: 'case', caseId, fields, remote, by: data.by ?? null, eventId });
@@ -92,8 +109,8 @@ export function createStore({ clientId }) {
   function releaseLock(data) {
     const key = fieldKey(data.case_id, data.field);
     const current = locks.get(key);
-    // Only the owner's release counts: a stale release must not unlock a newer holder.
-    if (!current || (data.client_id && current.client_id !== data.client_id)) return;
+    // Only the holder's release counts: a stale release must not unlock a newer holder.
+    if (!current || !sameOwner(current, data)) return;
     locks.delete(key);
     notify({ type: 'lock', caseId: data.case_id, field: data.field });
   }
@@ -110,12 +127,12 @@ export function createStore({ clientId }) {
   function applyEvent(name, data, eventId = null) {
     switch (name) {
       case 'case-created':
-        applyCase(data.case, { remote: data.client_id !== clientId, by: data.by ?? null, eventId: eventId ?? undefined });
+        applyCase(data.case, { remote: !ownedBy(data, userId, clientId), by: data.by ?? null, eventId: eventId ?? undefined });
         return true;
       case 'case-updated':
         return applyCaseUpdated(data, eventId);
       case 'case-deleted':
-        removeCase(data.case_id, { remote: data.client_id !== clientId, by: data.by ?? null });
+        removeCase(data.case_id, { remote: !ownedBy(data, userId, clientId), by: data.by ?? null });
         return true;
       case 'lock-acquired':
         locks.set(fieldKey(data.lock.case_id, data.lock.field), data.lock);
@@ -205,11 +222,12 @@ export function createStore({ clientId }) {
 
   function lockedByOther(caseId, field) {
     const lock = locks.get(fieldKey(caseId, field));
-    return lock && lock.client_id !== clientId ? lock : null;
+    return lock && !ownedBy(lock, userId, clientId) ? lock : null;
   }
 
   return {
     clientId,
+    userId,
     subscribe(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
