@@ -5,7 +5,8 @@ The database sits on an ext4 filesystem on a loop device. Five saves answer
 power cut or kernel crash leaves on the disk is what had reached it), the
 server is SIGKILLed, the disk is checked with ``e2fsck`` and mounted again,
 and a new server opens the same file: every acknowledged save must be
-there, because a 200 means the change is on stable storage.
+there, because a 200 means the change is on stable storage. Between the
+fault and the kill, the filesystem error answers 503, never 500.
 """
 
 from __future__ import annotations
@@ -69,9 +70,20 @@ def test_acknowledged_saves_survive_a_crash_of_the_machine(
                 )
                 assert response.status_code == 200, response.text
                 acknowledged.append(response.json())
-        disk.crash()
+            disk.crash()
+            # Until the machine goes down, the filesystem error is a 503, never a 500.
+            refused = http.patch(
+                f"/api/cases/{case}",
+                json={"changes": {"notes": "after the fault"}},
+                headers={"X-CSRF-Token": csrf},
+            )
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "unavailable"
+            assert int(refused.headers["retry-after"]) >= 1
+            assert http.get("/readyz").status_code == 503
     finally:
         server.kill()
+    assert "Traceback" not in server.log(), server.log()[-3000:]
     report = disk.recover()
 
     after = _server(url, tmp_path / "after.log")

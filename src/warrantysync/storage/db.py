@@ -134,8 +134,25 @@ class Database:
         unknown: the caller answers 503, and a retry with the same
         Idempotency-Key finds out which it was.
         """
+        async with self._transaction(self.timeout) as session:
+            yield session
+
+    @asynccontextmanager
+    async def one_transaction(self, *, time_limit: float) -> AsyncIterator[Database]:
+        """A ``Database`` whose every session is this one write transaction.
+
+        For work written as many steps through the services that must still
+        be all or nothing (``warrantysync demo``): each step's ``read()`` and
+        ``write()`` join the transaction, which commits when the block ends
+        and rolls everything back if any step fails.
+        """
+        async with self._transaction(time_limit) as session:
+            yield _InTransaction(self, session)
+
+    @asynccontextmanager
+    async def _transaction(self, time_limit: float) -> AsyncIterator[AsyncSession]:
         try:
-            async with asyncio.timeout(self.timeout), self._write() as session, session.begin():
+            async with asyncio.timeout(time_limit), self._write() as session, session.begin():
                 yield session
         except Exception as exc:
             _raise_if_unavailable(exc)
@@ -188,6 +205,26 @@ class Database:
                 return
             for problem in found:
                 log.warning("acknowledged saves are at risk: %s", problem)
+
+
+class _InTransaction(Database):
+    """``Database.one_transaction()``'s view: every session is the one open transaction."""
+
+    def __init__(self, outer: Database, session: AsyncSession) -> None:  # no engine of its own
+        self.url, self.timeout, self.engine = outer.url, outer.timeout, outer.engine
+        self.dialect = outer.dialect
+        self._session = session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        yield self._session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        yield self._session
+
+    async def probe(self) -> None:
+        raise TypeError("no readiness probe inside a transaction")
 
 
 def _raise_if_unavailable(exc: Exception) -> None:
