@@ -2,7 +2,9 @@
 # Install the Debian packages the test suite needs, but only those that are missing.
 #
 # Checks for: /usr/bin/chromium (Playwright drives it; never `playwright install`),
-# redis-server, PostgreSQL server binaries, mariadbd/mysqld, and node. As root it runs
+# redis-server, PostgreSQL server binaries, mariadbd/mysqld, node, and the filesystem
+# tools the storage-fault tests mount their small disks with (mkfs.ext4 and e2fsck from
+# e2fsprogs, losetup and mount from mount/util-linux; they also need root). As root it runs
 # `apt-get update` once and installs what is missing; as anyone else it warns and
 # carries on, and the tests that need a missing server skip with a reason.
 #
@@ -23,6 +25,8 @@ have redis-server || missing+=(redis-server)
 have_postgres || missing+=(postgresql)
 have mariadbd || have mysqld || missing+=(mariadb-server)
 have node || missing+=(nodejs)
+have mkfs.ext4 && have e2fsck || missing+=(e2fsprogs)
+have losetup && have mount || missing+=(mount)
 
 if ((${#missing[@]} == 0)); then
     exit 0
