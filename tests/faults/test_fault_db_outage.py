@@ -329,3 +329,42 @@ async def test_postgresql_unreachable_from_the_start(
         assert_quiet_log(node)
     finally:
         node.server.kill()
+
+
+@pytest.mark.browser
+async def test_a_page_loaded_during_the_outage_retries_by_itself_in_chromium(
+    on_postgres: Node, durable_postgres: PostgresServer
+) -> None:
+    """The real CSP, no bypass: the 503 page shows, then reloads into the table."""
+    from playwright.async_api import async_playwright, expect
+
+    from chromium import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)")
+    node, branch = on_postgres, on_postgres.world.branches["downtown"]
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = await (await browser.new_context()).new_page()
+            console: list[str] = []
+            page.on("console", lambda message: console.append(message.text))
+            await page.goto(f"{node.server.url}/login")
+            await page.locator("input[name=email]").fill("alice@example.com")
+            await page.locator("input[name=password]").fill(PASSWORD)
+            await page.locator("button[type=submit]").click()
+            await page.wait_for_url(f"{node.server.url}/")
+            await asyncio.to_thread(durable_postgres.down)
+            try:
+                answer = await page.goto(f"{node.server.url}/branch/{branch}")
+                assert answer is not None and answer.status == 503
+                await expect(page.locator("h1")).to_have_text("Temporarily unavailable")
+            finally:
+                await asyncio.to_thread(durable_postgres.up)
+            # Nobody touches the page: its refresh brings the table once the database is back.
+            await expect(page.locator("tr[data-case-id]").first).to_be_visible(timeout=15_000)
+            assert not [text for text in console if "Content Security Policy" in text], console
+        finally:
+            await browser.close()
