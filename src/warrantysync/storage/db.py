@@ -220,6 +220,10 @@ class _InTransaction(Database):
         yield self._session
 
     @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncSession]:
+        yield self._session  # joins the transaction, at the isolation it began with
+
+    @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         yield self._session
 
