@@ -3,7 +3,9 @@
 #
 # Checks for: /usr/bin/chromium (Playwright drives it; never `playwright install`),
 # redis-server, PostgreSQL server binaries, mariadbd/mysqld, nginx (the documented proxy
-# config runs in front of a server), openssl (its test certificate) and node. As root it runs
+# config runs in front of a server), openssl (its test certificate), node, and the
+# filesystem tools the storage-fault tests mount their small disks with (mkfs.ext4 and
+# e2fsck from e2fsprogs, losetup and mount from mount/util-linux; they also need root). As root it runs
 # `apt-get update` once and installs what is missing; as anyone else it warns and
 # carries on, and the tests that need a missing server skip with a reason.
 #
@@ -26,6 +28,8 @@ have mariadbd || have mysqld || missing+=(mariadb-server)
 have nginx || missing+=(nginx)
 have openssl || missing+=(openssl)
 have node || missing+=(nodejs)
+have mkfs.ext4 && have e2fsck || missing+=(e2fsprogs)
+have losetup && have mount || missing+=(mount)
 
 if ((${#missing[@]} == 0)); then
     exit 0

@@ -75,6 +75,29 @@ def nginx_factory() -> Iterator[Callable[[LiveServer], NginxServer]]:
         nginx.stop()
 
 
+DURABLE_PASSWORD = "pg-durable-secret"
+
+
+@pytest.fixture(scope="session")
+def durable_postgres() -> Iterator[PostgresServer]:
+    """A second PostgreSQL that tests may stop, restart and freeze.
+
+    It runs with PostgreSQL's durable defaults (fsync, synchronous commits)
+    and wants ``DURABLE_PASSWORD`` over TCP, so wrong credentials are refused.
+    """
+    _require("postgresql")
+    with PostgresServer(password=DURABLE_PASSWORD, durable=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def spare_mariadb() -> Iterator[MariaDBServer]:
+    """A second MariaDB that tests may stop and restart."""
+    _require("mysql")
+    with MariaDBServer() as server:
+        yield server
+
+
 # --- app fixtures (lead) ---
 
 

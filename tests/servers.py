@@ -472,19 +472,35 @@ class PostgresServer(_Server):
     stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM waits for clients to leave
     database = "warrantysync"
 
-    def __init__(self) -> None:
+    def __init__(self, *, password: str | None = None, durable: bool = False) -> None:
+        """``password``: TCP clients must give it (scram-sha-256), the socket stays trusted.
+
+        ``durable``: PostgreSQL's own defaults (fsync, synchronous commits, full
+        page writes) instead of the fast settings the other tests run with.
+        """
         super().__init__()
         bin_dir = _postgres_bin_dir()
         if bin_dir is None:
             raise ServerError("PostgreSQL server binaries not found")
         self._bin = bin_dir
+        self.password = password
+        self.durable = durable
 
     @property
     def url(self) -> str:
         return self.url_for(self.database)
 
-    def url_for(self, database: str) -> str:
-        return f"postgresql+asyncpg://postgres@{HOST}:{self.port}/{database}"
+    def url_for(self, database: str, *, password: str | None = None) -> str:
+        secret = password if password is not None else self.password
+        user = f"postgres:{secret}" if secret is not None else "postgres"
+        return f"postgresql+asyncpg://{user}@{HOST}:{self.port}/{database}"
+
+    def down(self) -> None:
+        """Stop it (fast shutdown), keeping its port and data; ``up()`` starts it again."""
+        self._terminate()
+
+    def up(self) -> None:
+        self._launch()
 
     def create_database(self, name: str) -> str:
         """Create an empty database and return its SQLAlchemy URL."""
@@ -524,13 +540,20 @@ class PostgresServer(_Server):
     def _prepare(self) -> None:
         if _is_root():
             shutil.chown(self.dir, "postgres", "postgres")
+        auth = ["--auth=trust"]
+        if self.password is not None:
+            pwfile = self.dir / "pwfile"
+            pwfile.write_text(self.password + "\n")
+            if _is_root():
+                shutil.chown(pwfile, "postgres", "postgres")
+            auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
         self._run_tool(
             [
                 str(self._bin / "initdb"),
                 "--pgdata",
                 str(self._data),
                 "--username=postgres",
-                "--auth=trust",
+                *auth,
                 "--encoding=UTF8",
                 "--no-locale",
                 "--no-sync",
@@ -540,6 +563,7 @@ class PostgresServer(_Server):
         )
 
     def _command(self) -> list[str]:
+        fast = ["-F", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"]
         return [
             str(self._bin / "postgres"),
             "-D",
@@ -550,11 +574,7 @@ class PostgresServer(_Server):
             str(self.port),
             "-k",
             str(self.dir),
-            "-F",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "synchronous_commit=off",
+            *([] if self.durable else fast),
             "-c",
             "max_connections=200",
         ]
@@ -568,7 +588,14 @@ class PostgresServer(_Server):
         self.create_database(self.database)
 
     def _conn_args(self, database: str) -> list[str]:
-        return ["-h", HOST, "-p", str(self.port), "-U", "postgres", "-d", database]
+        # With a password, TCP wants it: the tools take the trusted socket instead.
+        host = HOST if self.password is None else str(self.dir)
+        return ["-h", host, "-p", str(self.port), "-U", "postgres", "-d", database]
+
+    def sql(self, sql: str, database: str = "postgres") -> str:
+        """Run ``sql`` as the superuser in ``database``; returns psql's unaligned output."""
+        psql = [str(self._bin / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+        return self._run_tool([*psql, "-c", sql, *self._conn_args(database)])
 
     def _psql(self, sql: str) -> str:
         return self._run_tool(
@@ -607,6 +634,17 @@ class MariaDBServer(_Server):
             )
         )
         return self.url_for(name)
+
+    def sql(self, sql: str) -> str:
+        """Run ``sql`` as root; returns the client's tab-separated output."""
+        return self._run_tool(self._client(sql))
+
+    def down(self) -> None:
+        """Stop it, keeping its port and data; ``up()`` starts it again."""
+        self._terminate()
+
+    def up(self) -> None:
+        self._launch()
 
     @property
     def _data(self) -> Path:

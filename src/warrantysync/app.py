@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .config import Settings
 from .container import Services
+from .errors import Unavailable
 from .logs import configure_logging
 from .services.accounts import Accounts
 from .services.broker import Broker, make_broker_backend
@@ -37,7 +38,7 @@ SWEEP_EVERY = 3600.0
 
 
 async def build_services(settings: Settings) -> Services:
-    db = Database(settings.database_url, timeout=settings.database_timeout)
+    db = Database(settings.database_url, timeout=settings.database_timeout, check_durability=True)
     metrics = Metrics()
     broker = Broker(
         make_broker_backend(settings.redis_url),
@@ -113,16 +114,20 @@ async def _every(period: float, work: Callable[[], Awaitable[object]], name: str
             log.exception("periodic task %s failed", name)
 
 
-async def heartbeat_and_revalidate(services: Services) -> None:
-    """One shared timer: heartbeats for all streams, then close revoked ones."""
-    await services.broker.heartbeat()
+async def revalidate_streams(services: Services) -> None:
+    """Close the open streams whose session, user or membership is gone."""
     subscribers = services.broker.subscribers()
     if not subscribers:
         return
-    allowed = await services.accounts.live_access(
-        keys={sub.principal_key for sub in subscribers},
-        branch_ids={sub.branch_id for sub in subscribers},
-    )
+    try:
+        allowed = await services.accounts.live_access(
+            keys={sub.principal_key for sub in subscribers},
+            branch_ids={sub.branch_id for sub in subscribers},
+        )
+    except Unavailable:
+        # The database is away (already logged): the streams stay open on
+        # their heartbeats, and the next round checks them again.
+        return
     for sub in subscribers:
         if (sub.principal_key, sub.user_id, sub.branch_id) not in allowed:
             sub.close("revoked")
@@ -145,12 +150,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # takes over the streams of nodes whose lease lapsed; idle in memory.
             asyncio.create_task(services.presence.run(stop), name="presence-upkeep"),
             asyncio.create_task(
+                _every(settings.heartbeat_interval, services.broker.heartbeat, "heartbeat"),
+                name="heartbeat",
+            ),
+            # A timer of its own: a slow or absent database delays the
+            # credential checks (a revoked session's stream closes within a
+            # heartbeat once it answers), never the heartbeats themselves.
+            asyncio.create_task(
                 _every(
                     settings.heartbeat_interval,
-                    lambda: heartbeat_and_revalidate(services),
-                    "heartbeat",
+                    lambda: revalidate_streams(services),
+                    "stream-revalidation",
                 ),
-                name="heartbeat",
+                name="stream-revalidation",
             ),
             asyncio.create_task(
                 _every(SWEEP_EVERY, lambda: sweep_idempotency(services.db), "idempotency-sweep"),

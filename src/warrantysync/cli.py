@@ -113,14 +113,21 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to the current version."""
-    from .storage.migrate import upgrade
+    from .storage.failures import classify
+    from .storage.migrate import describe, upgrade
 
     settings = _settings()
     try:
-        upgrade(settings.database_url)
-    except SQLAlchemyError as exc:
-        raise click.ClickException(f"database error: {getattr(exc, 'orig', None) or exc}") from None
-    click.echo("database is up to date")
+        before, after = upgrade(settings.database_url)
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is not None:
+            raise click.ClickException(failure.value) from None
+        if isinstance(exc, SQLAlchemyError):
+            detail = getattr(exc, "orig", None) or exc
+            raise click.ClickException(f"database error: {detail}") from None
+        raise
+    click.echo(describe(before, after))
 
 
 # -- demo ----------------------------------------------------------------------

@@ -29,6 +29,8 @@ from .storage.models import Branch, Membership, Role, User
 
 PASSWORD = "demo"
 CASES_PER_BRANCH = 25
+# Seconds for the whole load, one transaction: far more than it needs.
+DEMO_TIME_LIMIT = 120.0
 
 BRANCHES = ((1, "Downtown", "America/New_York"), (2, "Airport", "America/Chicago"))
 # (name, email, {branch id: role})
@@ -178,6 +180,8 @@ async def load_demo(db: Database) -> list[tuple[str, str, str]] | None:
 
     Returns ``(email, password, role summary)`` per user, or ``None`` when the
     database already has users or branches (so a second run changes nothing).
+    Everything is one transaction: a run that fails midway (a full disk, a
+    lost connection) leaves the database empty, so the next run starts over.
     """
     async with db.read() as session:
         if not await _is_empty(session):
@@ -185,33 +189,44 @@ async def load_demo(db: Database) -> list[tuple[str, str, str]] | None:
     # One hash per user: a shared hash would tell a reader they share a password.
     hashes = [await anyio.to_thread.run_sync(hash_password, PASSWORD) for _ in USERS]
     try:
-        async with db.write() as session:
+        async with db.one_transaction(time_limit=DEMO_TIME_LIMIT) as tx, tx.write() as session:
             if not await _is_empty(session):  # checked again inside the write lock
                 return None
-            for branch_id, name, timezone in BRANCHES:
-                session.add(Branch(id=branch_id, name=name, timezone=timezone, last_event_id=0))
-            rows = [
-                User(email=email, name=name, password_hash=password_hash, is_active=True)
-                for (name, email, _roles), password_hash in zip(USERS, hashes, strict=True)
-            ]
-            session.add_all(rows)
-            await session.flush()
-            for user, (_name, _email, roles) in zip(rows, USERS, strict=True):
-                for branch_id, role in roles.items():
-                    session.add(Membership(user_id=user.id, branch_id=branch_id, role=role))
-            if db.dialect == "postgresql":
-                # Explicit ids do not move a SERIAL's sequence; the next
-                # `branches create` would collide with id 1 otherwise.
-                await session.execute(
-                    text(
-                        "SELECT setval(pg_get_serial_sequence('branches', 'id'),"
-                        " (SELECT MAX(id) FROM branches))"
-                    )
-                )
-            ids = {user.email: user.id for user in rows}
+            ids = await _people(tx.dialect, session, hashes)
+            await _cases(tx, ids)
     except IntegrityError:  # another `demo` run got there first
         return None
+    branch_names = {branch_id: name for branch_id, name, _tz in BRANCHES}
+    return [(email, PASSWORD, _role_summary(roles, branch_names)) for _n, email, roles in USERS]
 
+
+async def _people(dialect: str, session: AsyncSession, hashes: list[str]) -> dict[str, int]:
+    """The branches, users and memberships; returns each user's id by email."""
+    for branch_id, name, timezone in BRANCHES:
+        session.add(Branch(id=branch_id, name=name, timezone=timezone, last_event_id=0))
+    rows = [
+        User(email=email, name=name, password_hash=password_hash, is_active=True)
+        for (name, email, _roles), password_hash in zip(USERS, hashes, strict=True)
+    ]
+    session.add_all(rows)
+    await session.flush()
+    for user, (_name, _email, roles) in zip(rows, USERS, strict=True):
+        for branch_id, role in roles.items():
+            session.add(Membership(user_id=user.id, branch_id=branch_id, role=role))
+    if dialect == "postgresql":
+        # Explicit ids do not move a SERIAL's sequence; the next
+        # `branches create` would collide with id 1 otherwise.
+        await session.execute(
+            text(
+                "SELECT setval(pg_get_serial_sequence('branches', 'id'),"
+                " (SELECT MAX(id) FROM branches))"
+            )
+        )
+    await session.flush()
+    return {user.email: user.id for user in rows}
+
+
+async def _cases(db: Database, ids: dict[str, int]) -> None:
     cases = CaseService(db, publish=_no_publish, replay_window=10000)
     rng = random.Random(42)
     for branch_id, _name, timezone in BRANCHES:
@@ -223,9 +238,6 @@ async def load_demo(db: Database) -> list[tuple[str, str, str]] | None:
         today = dt.datetime.now(ZoneInfo(timezone)).date()
         for _ in range(CASES_PER_BRANCH):
             await _make_case(cases, rng, branch_id=branch_id, staff=staff, today=today)
-
-    branch_names = {branch_id: name for branch_id, name, _tz in BRANCHES}
-    return [(email, PASSWORD, _role_summary(roles, branch_names)) for _n, email, roles in USERS]
 
 
 async def _is_empty(session: AsyncSession) -> bool:

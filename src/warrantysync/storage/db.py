@@ -11,13 +11,14 @@ case and one branch.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -25,11 +26,16 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from ..errors import Unavailable
-from . import sqlite
+from ..errors import WarrantySyncError
+from . import durability, failures, sqlite
+from .models import Counter
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 DEFAULT_TIMEOUT = 10.0  # seconds; WARRANTYSYNC_DATABASE_TIMEOUT
+PROBE_COUNTER = "readiness_probe"
+PROBE_FRESH = 1.0  # seconds one write probe's outcome answers every later caller
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -41,7 +47,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # A 200 means the change is on the disk: in WAL mode only FULL syncs
+        # the log at every commit; NORMAL lets a power cut or kernel crash
+        # take the last acknowledged saves (docs/security.md, "Failures").
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
@@ -65,9 +74,21 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 
 class Database:
-    """Owns the engine; hands out read and write sessions."""
+    """Owns the engine; hands out read and write sessions.
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT, **engine_kwargs: Any) -> None:
+    Every session turns a failure of the database itself (see
+    ``storage/failures.py``) into ``Unavailable`` — 503 with ``Retry-After``
+    at the edge — and logs it as one line; other errors pass unchanged.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        check_durability: bool = False,
+        **engine_kwargs: Any,
+    ) -> None:
         self.url = url
         # A database that stops answering (a frozen host, a dead network path)
         # leaves queries hanging with the socket still open; without a deadline
@@ -79,17 +100,18 @@ class Database:
         self._write = async_sessionmaker(
             self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
         )
+        self._probe: asyncio.Future[None] | None = None
+        self._probe_started = 0.0
+        if check_durability:
+            self._check_durability_on_first_connect()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         try:
             async with asyncio.timeout(self.timeout), self._read() as session:
                 yield session
-        except TimeoutError as exc:
-            raise _too_slow() from exc
-        except (OperationalError, DBAPIError) as exc:
-            if _is_unavailable(exc):
-                raise Unavailable("the database is not reachable right now") from exc
+        except Exception as exc:
+            _raise_if_unavailable(exc)
             raise
 
     @asynccontextmanager
@@ -106,46 +128,114 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction that commits when the block ends without error."""
+        """A transaction that commits when the block ends without error.
+
+        A timeout or a connection lost during the commit leaves its outcome
+        unknown: the caller answers 503, and a retry with the same
+        Idempotency-Key finds out which it was.
+        """
+        async with self._transaction(self.timeout) as session:
+            yield session
+
+    @asynccontextmanager
+    async def one_transaction(self, *, time_limit: float) -> AsyncIterator[Database]:
+        """A ``Database`` whose every session is this one write transaction.
+
+        For work written as many steps through the services that must still
+        be all or nothing (``warrantysync demo``): each step's ``read()`` and
+        ``write()`` join the transaction, which commits when the block ends
+        and rolls everything back if any step fails.
+        """
+        async with self._transaction(time_limit) as session:
+            yield _InTransaction(self, session)
+
+    @asynccontextmanager
+    async def _transaction(self, time_limit: float) -> AsyncIterator[AsyncSession]:
         try:
-            async with asyncio.timeout(self.timeout), self._write() as session, session.begin():
+            async with asyncio.timeout(time_limit), self._write() as session, session.begin():
                 yield session
-        except TimeoutError as exc:
-            # The commit's outcome is unknown: the caller answers 503, and a
-            # retry with the same Idempotency-Key finds out which it was.
-            raise _too_slow() from exc
-        except (OperationalError, DBAPIError) as exc:
-            if _is_unavailable(exc):
-                raise Unavailable("the database is not reachable right now") from exc
+        except Exception as exc:
+            _raise_if_unavailable(exc)
             raise
 
-    async def ping(self) -> None:
-        async with asyncio.timeout(self.timeout), self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+    async def probe(self) -> None:
+        """Prove that the database takes a write now (``/readyz``); raises ``Unavailable``.
+
+        A real write transaction (a counter row bumped and committed), so a
+        full disk, an I/O error or a read-only database fail it where a
+        ``SELECT`` would still pass. Callers within ``PROBE_FRESH`` seconds
+        share one probe: hammering ``/readyz`` costs at most one write a second.
+        """
+        now = asyncio.get_running_loop().time()
+        fresh = now - self._probe_started < PROBE_FRESH
+        if self._probe is None or (self._probe.done() and not fresh):
+            self._probe_started = now
+            self._probe = asyncio.ensure_future(self._write_probe())
+            # Marks the outcome as seen even if every caller was cancelled.
+            self._probe.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.shield(self._probe)
+
+    async def _write_probe(self) -> None:
+        try:
+            async with self.write() as session:
+                bumped = await session.execute(
+                    update(Counter)
+                    .where(Counter.name == PROBE_COUNTER)
+                    .values(value=Counter.value + 1)
+                )
+                if bumped.rowcount == 0:  # type: ignore[attr-defined]
+                    session.add(Counter(name=PROBE_COUNTER, value=1))
+        except IntegrityError:
+            pass  # another node created the row at the same moment: writes work
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
+    def _check_durability_on_first_connect(self) -> None:
+        # On the first connection that succeeds, not at startup: the database
+        # may well be down when the server starts.
+        dialect = self.dialect
 
-def _too_slow() -> Unavailable:
-    return Unavailable("the database did not answer in time", retry_after=2)
+        @event.listens_for(self.engine.sync_engine, "first_connect")
+        def _check(dbapi_connection: Any, _record: Any) -> None:
+            try:
+                found = durability.problems(dialect, dbapi_connection)
+            except Exception as exc:
+                log.warning("could not check the database's durability settings: %s", exc)
+                return
+            for problem in found:
+                log.warning("acknowledged saves are at risk: %s", problem)
 
 
-def _is_unavailable(exc: DBAPIError) -> bool:
-    """Connection-level failures, as opposed to a bad statement or constraint."""
-    if exc.connection_invalidated:
-        return True
-    message = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
-    hints = (
-        "connection",
-        "could not connect",
-        "server closed",
-        "gone away",
-        "lost connection",
-        "database is locked",
-        "timeout",
-        "refused",
-        "shutting down",
-        "terminating",
-    )
-    return any(hint in message for hint in hints)
+class _InTransaction(Database):
+    """``Database.one_transaction()``'s view: every session is the one open transaction."""
+
+    def __init__(self, outer: Database, session: AsyncSession) -> None:  # no engine of its own
+        self.url, self.timeout, self.engine = outer.url, outer.timeout, outer.engine
+        self.dialect = outer.dialect
+        self._session = session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        yield self._session
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncSession]:
+        yield self._session  # joins the transaction, at the isolation it began with
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        yield self._session
+
+    async def probe(self) -> None:
+        raise TypeError("no readiness probe inside a transaction")
+
+
+def _raise_if_unavailable(exc: Exception) -> None:
+    """Raise ``Unavailable`` (logged once) for a failure of the database itself."""
+    if isinstance(exc, WarrantySyncError):
+        return  # a domain error, or a nested session's Unavailable: already decided
+    failure = failures.classify(exc)
+    if failure is not None:
+        log.warning("database unavailable: %s", failures.describe(exc))
+        raise failures.unavailable(failure) from exc

@@ -1,9 +1,18 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+``/readyz`` tells a load balancer whether to send this node traffic
+(docs/operations.md, "Health checks"): 503 *unavailable* when the database
+does not take a write (every request would fail) or the node is shutting
+down; 200 *degraded* when only Redis is away, because saves, snapshots and
+streams still work through the database and a Redis outage hits every node
+alike — answering 503 then would pull the whole cluster out at once.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from ...errors import Unavailable
 from ..deps import ServicesDep
 from ..errors import json_response
 
@@ -19,20 +28,21 @@ async def healthz() -> Response:
 async def readyz(services: ServicesDep) -> Response:
     checks: dict[str, str] = {}
     try:
-        await services.db.ping()
+        await services.db.probe()
         checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"unreachable: {type(exc).__name__}"
+    except Unavailable as exc:
+        checks["database"] = f"unavailable: {exc.message}"
+    except Exception as exc:  # e.g. no schema yet: not ready either way
+        checks["database"] = f"failed: {type(exc).__name__}"
     if services.settings.redis_url is not None:
         checks["redis"] = "ok" if await services.broker.backend.healthy() else "unreachable"
     if services.broker.shutting_down:
         checks["server"] = "shutting down"
-    ready = all(value == "ok" for value in checks.values())
-    return json_response(
-        200 if ready else 503,
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        None if ready else {"Retry-After": "2"},
-    )
+    if checks["database"] != "ok" or "server" in checks:
+        body = {"status": "unavailable", "checks": checks}
+        return json_response(503, body, {"Retry-After": "2"})
+    status = "ready" if all(value == "ok" for value in checks.values()) else "degraded"
+    return json_response(200, {"status": status, "checks": checks})
 
 
 @router.get("/metrics")

@@ -3,21 +3,54 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from ...casefields import client_table
-from ...errors import NotFound
+from ...errors import NotFound, Unavailable
 from ...jsonutil import dumps_str
 from ...services.accounts import Principal
 from ..deps import SESSION_COOKIE, ServicesDep, check_origin, optional_principal
 
-router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+
+
+class PageRoute(APIRoute):
+    """A page whose database is away answers a browser with a page, not JSON.
+
+    503 with ``Retry-After`` either way; a client that asks for HTML gets a
+    short "temporarily unavailable" page that reloads itself after that
+    many seconds (a meta refresh: the CSP allows no inline script).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page_or_unavailable(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Unavailable as exc:
+                if "text/html" not in request.headers.get("accept", ""):
+                    raise
+                return templates.TemplateResponse(
+                    request,
+                    "unavailable.html",
+                    {"retry_after": exc.retry_after},
+                    status_code=503,
+                    headers={"Retry-After": str(exc.retry_after)},
+                )
+
+        return page_or_unavailable
+
+
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
 
 def _safe_next(value: str | None) -> str:
