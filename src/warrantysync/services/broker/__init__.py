@@ -313,5 +313,11 @@ class Broker:
 
 
 def goodbye_frame(reason: str, retry_ms: tuple[int, int]) -> bytes:
+    """``goodbye`` with one jittered delay, in its JSON and as the SSE ``retry:`` field.
+
+    A standard EventSource never reads the JSON: without the field it would
+    come back after the stream's opening ``retry: 1000``, every client at once.
+    """
     jittered = random.randint(*retry_ms)
-    return encode(GOODBYE, dumps({"reason": reason, "retry_ms": jittered}))
+    frame = encode(GOODBYE, dumps({"reason": reason, "retry_ms": jittered}))
+    return b"retry: %d\n" % jittered + frame
