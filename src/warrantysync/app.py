@@ -19,6 +19,7 @@ from .services.accounts import Accounts
 from .services.broker import Broker, make_broker_backend
 from .services.cases import CaseService
 from .services.idempotency import sweep as sweep_idempotency
+from .services.live import live_state
 from .services.locks import LockManager, make_lock_backend
 from .services.metrics import Metrics
 from .services.presence import Presence, make_presence_backend
@@ -64,10 +65,7 @@ async def build_services(settings: Settings) -> Services:
     )
 
     async def state_of(branch_id: int) -> dict[str, Any]:
-        return {
-            "locks": await lock_manager.snapshot(branch_id=branch_id),
-            "presence": await presence.viewers(branch_id=branch_id),
-        }
+        return await live_state(locks=lock_manager, presence=presence, branch_id=branch_id)
 
     broker.state_provider = state_of
     return Services(

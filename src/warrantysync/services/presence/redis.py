@@ -25,10 +25,12 @@ node's contribution from memory in one script (``resync``). Every change of
 this node's counts goes through one ``asyncio.Lock`` so a resync never races
 a join or leave of the same node.
 
-``join`` raises ``errors.Unavailable`` while Redis is down (the stream is
-refused with 503 and the client retries); ``leave`` never fails (it is a
-stream closing), it marks the node for a resync instead. Reads raise
-``Unavailable``.
+Neither ``join`` nor ``leave`` fails while Redis is down: a stream opens
+and closes whatever Redis says (reading must go on, docs/protocol.md "Redis
+unreachable"). The change is made in memory and the node marked for a
+resync, which ``maintain()`` runs as soon as Redis answers; meanwhile the
+``MAX_STREAMS_PER_USER`` cap is checked against this node's own streams.
+Reads raise ``Unavailable``.
 """
 
 from __future__ import annotations
@@ -286,20 +288,44 @@ class RedisPresenceBackend:
             name,
             "" if max_user_streams is None else max_user_streams,
         ]
+        key = (branch_id, user_id, client_id)
         async with self._lock:
-            with unavailable("counting the stream"):
+            try:
                 if self._dirty:
                     await self._resync_locked()
                 count = int(await self._join(args=args))
                 if count == -2:
                     await self._resync_locked()
                     count = int(await self._join(args=args))
+            except DOWN_ERRORS as exc:
+                return self._join_locally(key, name, max_user_streams, exc)
             if count < 0:
                 return None
-            key = (branch_id, user_id, client_id)
-            self._mine[key] = self._mine.get(key, 0) + 1
-            self._names[user_id] = name
+            self._count_in(key, name)
             return count
+
+    def _join_locally(
+        self, key: _Key, name: str, max_user_streams: int | None, exc: Exception
+    ) -> int | None:
+        """Redis is away: count the stream on this node; ``maintain()`` writes it back.
+
+        The cap then holds per node (what this node alone has open), the only
+        count there is until Redis answers again.
+        """
+        user_id = key[1]
+        if max_user_streams is not None:
+            mine = sum(n for (_b, user, _c), n in self._mine.items() if user == user_id)
+            if mine >= max_user_streams:
+                return None
+        if not self._dirty:
+            log.warning("presence: Redis unreachable, counting streams on this node: %r", exc)
+        self._dirty = True
+        self._count_in(key, name)
+        return self._mine[key]
+
+    def _count_in(self, key: _Key, name: str) -> None:
+        self._mine[key] = self._mine.get(key, 0) + 1
+        self._names[key[1]] = name
 
     async def leave(self, *, branch_id: int, user_id: int, client_id: str) -> int:
         key = (branch_id, user_id, client_id)
