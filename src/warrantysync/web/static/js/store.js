@@ -18,6 +18,7 @@ export function createStore({ clientId }) {
   const locks = new Map(); // "case:field" -> lock JSON
   const listeners = new Set();
   let presence = [];
+  let liveState = 'ok'; // 'unavailable': the server cannot know locks and presence (Redis away)
   let focus = null; // {caseId, field, key, value}: what the focused control shows
 
   function notify(change) {
@@ -98,6 +99,13 @@ export function createStore({ clientId }) {
     notify({ type: 'lock', caseId: data.case_id, field: data.field });
   }
 
+  function setLiveState(value) {
+    const next = value === 'unavailable' ? 'unavailable' : 'ok'; // absent: a server without the flag
+    if (next === liveState) return;
+    liveState = next;
+    notify({ type: 'live-state' });
+  }
+
   function setPresence(viewers) {
     presence = Array.isArray(viewers) ? viewers : [];
     notify({ type: 'presence' });
@@ -128,6 +136,7 @@ export function createStore({ clientId }) {
       case 'state':
         replaceLocks(data.locks);
         if (Array.isArray(data.presence)) setPresence(data.presence);
+        setLiveState(data.live_state);
         return true;
       case 'presence':
         setPresence(data.viewers);
@@ -157,6 +166,7 @@ export function createStore({ clientId }) {
     }
     if (ephemeral && Array.isArray(snapshot.locks)) replaceLocks(snapshot.locks);
     if (ephemeral && Array.isArray(snapshot.presence)) setPresence(snapshot.presence);
+    if (ephemeral) setLiveState(snapshot.live_state);
     notify({ type: 'snapshot' });
   }
 
@@ -260,5 +270,6 @@ export function createStore({ clientId }) {
     lockedByOther,
     allLocks: () => [...locks.values()],
     presence: () => presence,
+    liveState: () => liveState,
   };
 }
