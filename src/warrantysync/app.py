@@ -28,6 +28,7 @@ from .storage.db import Database
 from .web import errors as web_errors
 from .web import openapi as web_openapi
 from .web.lane import App
+from .web.requestid import TrustedPeers
 from .web.routes import auth, cases, health, locks, pages
 from .web.security import EdgeHeaders, PerIpLimit
 
@@ -115,7 +116,6 @@ async def heartbeat_and_revalidate(services: Services) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    configure_logging(settings.log_format)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -166,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.settings = settings
+    app.state.trusted_peers = TrustedPeers(settings.trusted_proxies)
     web_errors.install(app)
     for module in (auth, cases, locks, health, pages):
         app.include_router(module.router)
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The last added runs first: the headers also go on a per-IP 429.
     app.add_middleware(PerIpLimit)
+    app.add_middleware(web_errors.LastResort)
     app.add_middleware(EdgeHeaders, session_ttl=settings.session_ttl)
     return app
 
@@ -187,4 +189,7 @@ def begin_shutdown(app: FastAPI) -> int:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (several workers, --reload)."""
-    return create_app(Settings())
+    settings = Settings()
+    # Under `warrantysync serve` uvicorn has applied the same configuration already.
+    configure_logging(settings.log_format)
+    return create_app(settings)

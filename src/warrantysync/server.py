@@ -33,6 +33,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import ChangeReload, multiprocess
 
+from .logs import logging_config
+
 if TYPE_CHECKING:
     from .config import Settings
 
@@ -62,6 +64,7 @@ class Server(uvicorn.Server):
             self.config.app = self.app
             self.config.factory = False
         self._loop = asyncio.get_running_loop()
+        _load_recording_peer(self.config)
         await super().serve(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -88,6 +91,19 @@ def freeze_startup_heap() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+def _load_recording_peer(config: uvicorn.Config) -> None:
+    """Load the app as uvicorn would, with ``RecordPeer`` outside its proxy-headers layer.
+
+    The app trusts an incoming ``X-Request-Id`` only from a trusted proxy, and
+    only this outermost layer still sees which peer sent it.
+    """
+    from .web.requestid import RecordPeer
+
+    if not config.loaded:
+        config.load()
+        config.loaded_app = RecordPeer(config.loaded_app)
 
 
 def _begin_shutdown(app: App) -> None:
@@ -145,6 +161,8 @@ def run(settings: Settings, host: str, port: int, workers: int = 1, reload: bool
         http="httptools" if _has("httptools") else "auto",
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
         lifespan="on",
+        # uvicorn's own loggers write through ours too (every worker applies it).
+        log_config=logging_config(settings.log_format),
     )
     if reload:
         server = Server(config)

@@ -21,7 +21,9 @@ from starlette.types import Receive, Scope, Send
 
 from ..container import Services
 from ..errors import WarrantySyncError
-from .errors import error_response, json_response
+from ..logs import REQUEST_ID
+from .errors import INTERNAL, error_response, json_response
+from .requestid import request_id_for
 from .routes import events
 from .security import edge_headers, ip_refusal, with_edge_headers
 
@@ -29,18 +31,29 @@ log = logging.getLogger(__name__)
 
 
 class App(FastAPI):
-    """FastAPI, with the event stream served on its own lane."""
+    """FastAPI, with the event stream served on its own lane.
+
+    Every HTTP request gets its request id here, before either way, so the
+    log lines and the ``X-Request-Id`` of both carry it (``web/requestid.py``).
+    """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            services: Services | None = getattr(self.state, "services", None)
-            # The branch id only: this frame stays suspended as long as the stream.
-            raw_branch_id = _branch_segment(scope)
-            if raw_branch_id is not None and services is not None:
-                scope["app"] = self
-                await _serve(services, raw_branch_id, scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        token = REQUEST_ID.set(request_id_for(scope, getattr(self.state, "trusted_peers", None)))
+        try:
+            if scope["method"] == "GET":
+                services: Services | None = getattr(self.state, "services", None)
+                # The branch id only: this frame stays suspended as long as the stream.
+                raw_branch_id = _branch_segment(scope)
+                if raw_branch_id is not None and services is not None:
+                    scope["app"] = self
+                    await _serve(services, raw_branch_id, scope, receive, send)
+                    return
+            await super().__call__(scope, receive, send)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 async def _serve(
@@ -60,8 +73,7 @@ async def _serve(
         return
     except Exception as exc:  # what the app's last-resort handler answers elsewhere
         log.exception("unhandled error", exc_info=exc)
-        body = {"error": "internal", "message": "something went wrong"}
-        await json_response(500, body)(scope, receive, with_edge_headers(scope, send, ttl))
+        await json_response(500, INTERNAL)(scope, receive, with_edge_headers(scope, send, ttl))
         return
     response.raw_headers = edge_headers(scope, response.raw_headers, session_ttl=ttl)
     await response(scope, receive, send)
