@@ -21,7 +21,7 @@ from .services.cases import CaseService
 from .services.idempotency import sweep as sweep_idempotency
 from .services.live import live_state
 from .services.locks import LockManager, make_lock_backend
-from .services.metrics import Metrics
+from .services.metrics import TASKS_SAMPLE_EVERY, Metrics
 from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
 from .storage.db import Database
@@ -99,6 +99,13 @@ async def _every(period: float, work: Callable[[], Awaitable[object]], name: str
             log.exception("periodic task %s failed", name)
 
 
+async def _sample_metrics(services: Services) -> None:
+    """Keep this worker's sampled gauges fresh for the group's scrapes."""
+    while True:
+        services.metrics.sample_tasks()
+        await asyncio.sleep(TASKS_SAMPLE_EVERY)
+
+
 async def heartbeat_and_revalidate(services: Services) -> None:
     """One shared timer: heartbeats for all streams, then close revoked ones."""
     await services.broker.heartbeat()
@@ -142,6 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 name="idempotency-sweep",
             ),
         ]
+        if services.metrics.shared_dir is not None:
+            tasks.append(asyncio.create_task(_sample_metrics(services), name="metrics-sample"))
         try:
             yield
         finally:

@@ -23,7 +23,11 @@ import contextlib
 import gc
 import importlib.util
 import math
+import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -121,6 +125,14 @@ class WorkerProcess(multiprocess.Process):
             self._server = Server(self.config)
         return self._server
 
+    def join(self) -> None:
+        super().join()
+        # Its live gauges (open streams, tasks) stop counting; counters stay.
+        if self.pid is not None:
+            from prometheus_client import multiprocess as shared_metrics
+
+            shared_metrics.mark_process_dead(self.pid)  # type: ignore[no-untyped-call]
+
 
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
@@ -203,9 +215,33 @@ def _run_workers(config: uvicorn.Config) -> None:
     original = multiprocess.Process
     multiprocess.Process = WorkerProcess  # type: ignore[misc]
     try:
-        multiprocess.Multiprocess(config, sockets=[sock]).run()
+        with shared_metrics_dir():
+            multiprocess.Multiprocess(config, sockets=[sock]).run()
     finally:
         multiprocess.Process = original  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def shared_metrics_dir() -> Iterator[Path]:
+    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for this run's workers, removed afterwards.
+
+    Set before the first worker starts: prometheus-client picks its storage
+    when a worker imports it. Fresh per run, as its docs require, so counters
+    of an earlier run never add in; an outside value is replaced.
+    """
+    from .services.metrics import MULTIPROC_DIR
+
+    path = Path(tempfile.mkdtemp(prefix="warrantysync-metrics-"))
+    previous = os.environ.get(MULTIPROC_DIR)
+    os.environ[MULTIPROC_DIR] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_DIR, None)
+        else:
+            os.environ[MULTIPROC_DIR] = previous
+        shutil.rmtree(path, ignore_errors=True)
 
 
 __all__ = ["Server", "WorkerProcess", "run"]
