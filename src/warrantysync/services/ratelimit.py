@@ -172,7 +172,7 @@ class RateLimits:
                     raise await self._refusal(item, scope, ident, message)
         except StorageError as exc:
             if not self._storage_down:
-                logger.warning("rate limits skipped, storage unreachable (until it answers): %s", exc)
+                logger.warning("rate limits skipped, storage unreachable: %s", exc)
             self._storage_down = True
             return
         if self._storage_down and items:
