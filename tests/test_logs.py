@@ -156,3 +156,31 @@ def test_formatters_use_utc_milliseconds() -> None:
         .format(record)
         .startswith("2025-12-01T12:00:00.500Z INFO warrantysync.x: hi you")
     )
+
+
+def test_a_refused_start_is_a_json_line_too(tmp_path: Path) -> None:
+    """Redis unreachable at start: the one line the process writes is JSON as well."""
+    import os
+    import subprocess
+    import sys
+
+    from servers import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARRANTYSYNC_")}
+    env.update(
+        WARRANTYSYNC_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+        WARRANTYSYNC_SECRET_KEY="k",
+        WARRANTYSYNC_REDIS_URL=f"redis://:hunter2@127.0.0.1:{free_port()}/0",
+        WARRANTYSYNC_LOG_FORMAT="json",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "warrantysync", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stdout == b""
+    (entry,) = records(done.stderr.decode())
+    assert entry["level"] == "error" and TIME.fullmatch(entry["time"])
+    assert "cannot reach Redis" in entry["message"] and "hunter2" not in entry["message"]

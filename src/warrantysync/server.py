@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
+import logging
 import math
 import os
 import shutil
@@ -37,10 +38,12 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import ChangeReload, multiprocess
 
-from .logs import logging_config
+from .logs import configure_logging, logging_config
 
 if TYPE_CHECKING:
     from .config import Settings
+
+log = logging.getLogger(__name__)
 
 # The FastAPI app; typed loosely because uvicorn's ASGI protocols and
 # Starlette's signatures do not line up for mypy.
@@ -140,6 +143,19 @@ def _has(module: str) -> bool:
 
 def run(settings: Settings, host: str, port: int, workers: int = 1, reload: bool = False) -> None:
     """Serve until a signal stops us. Refuses configurations that cannot work."""
+    try:
+        _refuse_what_cannot_work(settings, workers, reload)
+    except click.ClickException as exc:
+        if settings.log_format != "json":
+            raise  # click's one "Error: …" line, for people
+        # A log shipper reads every line as JSON, the reason for a refused start too.
+        configure_logging(settings.log_format)
+        log.error("%s", exc.message)
+        raise SystemExit(1) from None
+    _serve_with(settings, host, port, workers, reload)
+
+
+def _refuse_what_cannot_work(settings: Settings, workers: int, reload: bool) -> None:
     if workers < 1:
         raise click.ClickException("--workers must be at least 1")
     if workers > 1 and settings.in_process:
@@ -155,6 +171,8 @@ def run(settings: Settings, host: str, port: int, workers: int = 1, reload: bool
     if settings.redis_url is not None:
         _check_redis(settings.redis_url)
 
+
+def _serve_with(settings: Settings, host: str, port: int, workers: int, reload: bool) -> None:
     supervised = workers > 1 or reload
     # Children of a supervisor build their app themselves (see Server.serve).
     app = None if supervised else _create_app(settings)
