@@ -185,9 +185,13 @@ class EventReader:
 
 @contextlib.asynccontextmanager
 async def reading(
-    http: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None
+    http: httpx.AsyncClient,
+    path: str,
+    headers: dict[str, str] | None = None,
+    *,
+    timeout: float = 10.0,
 ) -> AsyncIterator[EventReader]:
-    reader = await EventReader(http, path, headers).start()
+    reader = await EventReader(http, path, headers).start(timeout)
     try:
         yield reader
     finally:

@@ -22,6 +22,7 @@ from conftest import LiveFactory, login
 from factories import World
 from live import LiveServer, reading
 from servers import RedisServer
+from warrantysync.services.redisconn import COMMAND_TIMEOUT
 
 pytestmark = pytest.mark.redis
 
@@ -53,6 +54,13 @@ async def clients(node: tuple[LiveServer, World]) -> AsyncIterator[dict[str, htt
     yield opened
     for http in opened.values():
         await http.aclose()
+
+
+async def live_state_becomes(http: httpx.AsyncClient, branch: int, wanted: str) -> None:
+    while True:
+        if (await http.get(f"/api/branches/{branch}/cases")).json()["live_state"] == wanted:
+            return
+        await asyncio.sleep(0.2)
 
 
 async def test_redis_down_still_serves_snapshot_and_streams_with_the_flag(
@@ -133,3 +141,39 @@ async def test_redis_down_still_serves_snapshot_and_streams_with_the_flag(
                     await asyncio.sleep(0.1)
 
             await asyncio.wait_for(counted_again(), 10)
+
+
+async def test_a_frozen_redis_does_not_hold_up_snapshots_or_new_streams(
+    node: tuple[LiveServer, World],
+    clients: dict[str, httpx.AsyncClient],
+    redis_outage: RedisServer,
+) -> None:
+    """A Redis that stops answering (not refusing) costs each call the command timeout.
+
+    Once the node has noticed, nothing waits on Redis any more: a snapshot
+    and a new stream are served at once (generous limits: a loaded machine).
+    """
+    _server, world = node
+    bob = clients["bob"]
+    branch = world.branches["downtown"]
+    redis_outage.pause()
+    try:
+        await asyncio.wait_for(live_state_becomes(bob, branch, "unavailable"), 30)
+        # The node's first presence upkeep may still be waiting on Redis; then
+        # each answer comes within one Redis command timeout: none waited on Redis.
+        async with reading(bob, f"/api/branches/{branch}/events?client_id=bob-w") as stream:
+            await stream.next("ready", timeout=15)
+        for n in range(3):
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                snapshot = await bob.get(f"/api/branches/{branch}/cases")
+                assert snapshot.json()["live_state"] == "unavailable"
+                path = f"/api/branches/{branch}/events?client_id=bob-f{n}"
+                async with reading(bob, path, timeout=COMMAND_TIMEOUT) as stream:
+                    ready = await stream.next("ready", timeout=COMMAND_TIMEOUT)
+                    assert ready.data["live_state"] == "unavailable"
+    finally:
+        redis_outage.resume()
+    async with reading(bob, f"/api/branches/{branch}/events?client_id=bob-g") as stream:
+        await events_until(stream, "ready", timeout=15)
+
+        await asyncio.wait_for(live_state_becomes(bob, branch, "ok"), 30)

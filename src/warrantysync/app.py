@@ -66,6 +66,8 @@ async def build_services(settings: Settings) -> Services:
     )
 
     async def state_of(branch_id: int) -> dict[str, Any]:
+        # After a re-subscription Redis answers again: do not wait for the upkeep to notice.
+        await presence.probe()
         return await live_state(locks=lock_manager, presence=presence, branch_id=branch_id)
 
     broker.state_provider = state_of

@@ -28,9 +28,12 @@ def unavailable_state() -> dict[str, Any]:
 
 async def live_state(*, locks: LockManager, presence: Presence, branch_id: int) -> dict[str, Any]:
     """``{locks, presence, live_state}`` of the branch; never raises for Redis trouble."""
+    if not presence.reachable:
+        return unavailable_state()  # known already: no request waits on Redis
     try:
-        held = await locks.snapshot(branch_id=branch_id)
+        # Presence first: its failure marks Redis unreachable for the requests after this.
         viewers = await presence.viewers(branch_id=branch_id)
+        held = await locks.snapshot(branch_id=branch_id)
     except Unavailable:
         return unavailable_state()
     return {"locks": held, "presence": viewers, "live_state": AVAILABLE}

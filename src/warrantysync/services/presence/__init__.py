@@ -141,6 +141,15 @@ class Presence:
         viewers.sort(key=lambda v: (v.name.casefold(), v.user_id))
         return [viewer.public() for viewer in viewers]
 
+    @property
+    def reachable(self) -> bool:
+        """False while the backend knows presence cannot be read (Redis away)."""
+        return self.backend.reachable
+
+    async def probe(self) -> bool:
+        """Check now (not at the next upkeep) whether presence can be read again."""
+        return await self.backend.probe()
+
     async def streams_of_user(self, user_id: int) -> int:
         return await self.backend.streams_of_user(user_id=user_id)
 
