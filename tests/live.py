@@ -24,10 +24,13 @@ from warrantysync.jsonutil import loads
 class LiveServer:
     """``warrantysync serve`` on a free loopback port, stopped by its own pid."""
 
-    def __init__(self, *, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self, *, env: dict[str, str], log_path: Path, port: int | None = None, workers: int = 1
+    ) -> None:
         self.env = env
         self.port = port or free_port()
         self.log_path = log_path
+        self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,6 +50,8 @@ class LiveServer:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                "--workers",
+                str(self.workers),
             ],
             env=env,
             stdout=log,
@@ -180,9 +185,13 @@ class EventReader:
 
 @contextlib.asynccontextmanager
 async def reading(
-    http: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None
+    http: httpx.AsyncClient,
+    path: str,
+    headers: dict[str, str] | None = None,
+    *,
+    timeout: float = 10.0,
 ) -> AsyncIterator[EventReader]:
-    reader = await EventReader(http, path, headers).start()
+    reader = await EventReader(http, path, headers).start(timeout)
     try:
         yield reader
     finally:

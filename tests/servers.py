@@ -435,6 +435,13 @@ class RedisServer(_Server):
             (self.dir / "dump.rdb").unlink(missing_ok=True)
         self._launch()
 
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): connections stay open and nothing answers, as in a partition."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
     def _command(self) -> list[str]:
         return [
             _require("redis-server"),

@@ -506,18 +506,20 @@ async def test_after_redis_lost_everything_missed_events_and_state_arrive(
     await asyncio.sleep(0.3)
     assert sub.drain() == []
     await asyncio.to_thread(nodes.redis.restart, wipe_data=True)
-    frames = await received(sub, 3, within=10)
-    # On re-subscribing B reads them from the outbox, in order, each once, and
-    # sends a `state` with the locks as they are now.
+    frames = await received(sub, 4, within=10)
+    # Losing the subscription, B tells its streams live state is unknown; on
+    # re-subscribing it reads the missed events from the outbox, in order, each
+    # once, and sends a `state` with the locks as they are now.
     kinds = ids_and_kinds(frames)
     durable = [k for k in kinds if k[0] is not None]
     assert durable == [(str(head + 1), "case-updated"), (str(head + 2), "case-updated")]
-    assert (None, "state") in kinds
-    state = next(f for f in frames if f.startswith(b"event: state"))
-    assert b'"field":"notes"' in state and b'"client_id":"tab-a"' in state
+    states = [f for f in frames if f.startswith(b"event: state")]
+    assert len(states) == 2
+    assert b'"live_state":"unavailable"' in states[0]
+    assert b'"field":"notes"' in states[1] and b'"client_id":"tab-a"' in states[1]
     # Each user's streams get the state as that user may see it.
-    [theirs] = [f for f in await received(other, 1, within=10) if f.startswith(b"event: state")]
-    assert b'"field":"notes"' in theirs and b'"client_id":null' in theirs
+    theirs = [f for f in await received(other, 4, within=10) if f.startswith(b"event: state")]
+    assert b'"field":"notes"' in theirs[-1] and b'"client_id":null' in theirs[-1]
     # The fast path works again without anyone stepping in.
     await nodes.cases(nodes.a).patch(
         case_id=case, changes={"product": "p3"}, expected={}, actor=actor
@@ -546,6 +548,8 @@ async def test_publish_while_redis_is_down_delivers_locally_and_never_raises(
         await asyncio.to_thread(server.stop)
         await eventually(lambda: not backend._subscribed)
         assert not await backend.healthy()
+        told = ids_and_kinds(await received(sub, 1))
+        assert told == [(None, "state")]  # live state unavailable, see test_redis_down.py
         cases = CaseService(db, publish=broker.publish, replay_window=10000)
         body = await cases.patch(
             case_id=case, changes={"product": "offline"}, expected={}, actor=Actor(1, "A")

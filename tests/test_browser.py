@@ -39,6 +39,7 @@ from chromium import CHROMIUM, CHROMIUM_ARGS
 from conftest import LiveFactory
 from factories import PASSWORD, World
 from live import LiveServer, reading
+from servers import RedisServer
 from warrantysync.services.cases import Actor, CaseService
 from warrantysync.storage.db import Database
 
@@ -776,3 +777,40 @@ async def test_a_lock_taken_under_a_borrowed_client_id_still_shows_as_locked(
     await expect(alice.pill).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
     await expect(cell).to_have_attribute("data-locked-by", "Bob Smith", timeout=WAIT_MS)
     await expect(alice.control(phone, "product")).to_be_disabled()
+
+
+@pytest.mark.redis
+async def test_redis_away_shows_a_calm_banner_while_saving_goes_on(
+    live_factory: LiveFactory, windows: Opener, redis_server: RedisServer
+) -> None:
+    server, world = live_factory(redis_url=redis_server.url.rsplit("/", 1)[0] + "/6")
+    phone = world.cases["phone"]
+    alice = await windows(server, world, "alice")
+    banner = alice.page.locator("#live-state-banner")
+    await expect(banner).to_be_hidden()
+
+    await asyncio.to_thread(redis_server.down)
+    try:
+        # The open page is told at once; a page loaded during the outage too.
+        await expect(banner).to_be_visible(timeout=WAIT_MS)
+        await alice.page.reload()
+        await expect(alice.pill).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+        await expect(banner).to_be_visible(timeout=WAIT_MS)
+        await expect(banner).to_have_text(
+            "Live locks are unavailable; your saves are still checked against changes by others"
+        )
+        await alice.shot("live-state-unavailable")
+
+        await alice.type_into(phone, "customer_name", "Saved Anyway")
+        await alice.click_away()
+        await expect(alice.cell(phone, "customer_name")).to_have_attribute(
+            "data-save-state", "saved", timeout=WAIT_MS
+        )
+        assert (await server_case(server, phone))["customer_name"] == "Saved Anyway"
+        assert body_of(alice.patches_to(phone)[-1])["expected"] == {"customer_name": "John Smith"}
+    finally:
+        if not redis_server._answers():
+            await asyncio.to_thread(redis_server.up, wipe_data=True)
+
+    await expect(banner).to_be_hidden(timeout=WAIT_MS)
+    await expect(alice.pill).to_have_attribute("data-state", "connected")

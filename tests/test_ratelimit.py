@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -143,3 +144,19 @@ def test_storage_uri() -> None:
     assert storage_uri("unix:///run/redis.sock") == "async+redis+unix:///run/redis.sock"
     with pytest.raises(ValueError, match="'mongodb'"):
         storage_uri("mongodb://x")
+
+
+async def test_unreachable_storage_lets_requests_through_and_warns_once(
+    make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis away: every request of the outage would otherwise write the same warning."""
+    from servers import free_port
+
+    limits = make(storage_url=f"redis://127.0.0.1:{free_port()}/0", ip="1/minute")
+    with caplog.at_level(logging.WARNING, logger="warrantysync.services.ratelimit"):
+        for _ in range(5):
+            await limits.hit_ip("192.0.2.7")
+            await limits.hit_write(1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "unreachable" in warnings[0]

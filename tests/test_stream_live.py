@@ -7,6 +7,7 @@ heartbeat 1 s, lock TTL 3 s, disconnect grace 0.5 s.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -290,3 +291,32 @@ async def test_shutdown_says_goodbye_and_exits_promptly(
         # uvicorn re-raises the signal it caught once it has shut down cleanly.
         assert server.wait(timeout=8) in (0, -signal.SIGTERM)
         assert time.monotonic() - started < 6
+
+
+async def test_goodbye_also_sets_the_sse_retry_field_to_its_jittered_delay(
+    live: tuple[LiveServer, World], tabs: dict[str, Tab]
+) -> None:
+    """A standard EventSource never reads ``retry_ms``: the ``retry:`` field must say it too."""
+    server, world = live
+    bob = tabs["bob"]
+    blocks: list[dict[str, str]] = []
+    async with bob.http.stream(
+        "GET", bob.events_path(world.branches["downtown"]), headers={"Accept": "text/event-stream"}
+    ) as response:
+        assert response.status_code == 200
+        block: dict[str, str] = {}
+        async for line in response.aiter_lines():
+            if line:
+                name, _, value = line.partition(":")
+                block[name] = value.removeprefix(" ")
+                continue
+            blocks.append(block)
+            block = {}
+            if blocks[-1].get("event") == "ready":
+                server.signal(signal.SIGTERM)
+    goodbye = next(b for b in blocks if b.get("event") == "goodbye")
+    assert blocks[-1] is goodbye  # nothing after it
+    retry_ms = json.loads(goodbye["data"])["retry_ms"]
+    assert int(goodbye["retry"]) == retry_ms
+    # The stream opened with the default; the goodbye's value is the last one parsed.
+    assert [int(b["retry"]) for b in blocks if "retry" in b] == [1000, retry_ms]

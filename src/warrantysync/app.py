@@ -20,8 +20,9 @@ from .services.accounts import Accounts
 from .services.broker import Broker, make_broker_backend
 from .services.cases import CaseService
 from .services.idempotency import sweep as sweep_idempotency
+from .services.live import live_state
 from .services.locks import LockManager, locks_seen_by, make_lock_backend
-from .services.metrics import Metrics
+from .services.metrics import TASKS_SAMPLE_EVERY, Metrics
 from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
 from .storage.db import Database
@@ -29,6 +30,7 @@ from .web import errors as web_errors
 from .web import openapi as web_openapi
 from .web.forwarded import ForwardedHeaders
 from .web.lane import App
+from .web.requestid import TrustedPeers
 from .web.routes import auth, cases, health, locks, pages
 from .web.security import EdgeHeaders, PerIpLimit
 
@@ -74,10 +76,9 @@ async def build_services(settings: Settings) -> Services:
     )
 
     async def state_of(branch_id: int) -> dict[str, Any]:
-        return {
-            "locks": await lock_manager.snapshot(branch_id=branch_id),
-            "presence": await presence.viewers(branch_id=branch_id),
-        }
+        # After a re-subscription Redis answers again: do not wait for the upkeep to notice.
+        await presence.probe()
+        return await live_state(locks=lock_manager, presence=presence, branch_id=branch_id)
 
     broker.state_provider = state_of
     broker.state_view = lambda state, user_id: {
@@ -114,6 +115,13 @@ async def _every(period: float, work: Callable[[], Awaitable[object]], name: str
             log.exception("periodic task %s failed", name)
 
 
+async def _sample_metrics(services: Services) -> None:
+    """Keep this worker's sampled gauges fresh for the group's scrapes."""
+    while True:
+        services.metrics.sample_tasks()
+        await asyncio.sleep(TASKS_SAMPLE_EVERY)
+
+
 async def revalidate_streams(services: Services) -> None:
     """Close the open streams whose session, user or membership is gone."""
     subscribers = services.broker.subscribers()
@@ -135,7 +143,6 @@ async def revalidate_streams(services: Services) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    configure_logging(settings.log_format)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -169,6 +176,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 name="idempotency-sweep",
             ),
         ]
+        if services.metrics.shared_dir is not None:
+            tasks.append(asyncio.create_task(_sample_metrics(services), name="metrics-sample"))
         try:
             yield
         finally:
@@ -193,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.settings = settings
+    app.state.trusted_peers = TrustedPeers(settings.trusted_proxies)
     web_errors.install(app)
     for module in (auth, cases, locks, health, pages):
         app.include_router(module.router)
@@ -200,6 +210,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # The last added runs first: the headers also go on a per-IP 429.
     app.add_middleware(PerIpLimit)
+    app.add_middleware(web_errors.LastResort)
     app.add_middleware(EdgeHeaders, session_ttl=settings.session_ttl)
     # First of all, the stream lane included: the limit counts, and the headers
     # and Origin check see, the browser's address, scheme and host, not the proxy's.
@@ -221,4 +232,7 @@ def begin_shutdown(app: FastAPI) -> int:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (several workers, --reload)."""
-    return create_app(Settings())
+    settings = Settings()
+    # Under `warrantysync serve` uvicorn has applied the same configuration already.
+    configure_logging(settings.log_format)
+    return create_app(settings)

@@ -22,8 +22,13 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
+import logging
 import math
+import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -33,8 +38,12 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import ChangeReload, multiprocess
 
+from .logs import configure_logging, logging_config
+
 if TYPE_CHECKING:
     from .config import Settings
+
+log = logging.getLogger(__name__)
 
 # The FastAPI app; typed loosely because uvicorn's ASGI protocols and
 # Starlette's signatures do not line up for mypy.
@@ -105,6 +114,14 @@ class WorkerProcess(multiprocess.Process):
             self._server = Server(self.config)
         return self._server
 
+    def join(self) -> None:
+        super().join()
+        # Its live gauges (open streams, tasks) stop counting; counters stay.
+        if self.pid is not None:
+            from prometheus_client import multiprocess as shared_metrics
+
+            shared_metrics.mark_process_dead(self.pid)  # type: ignore[no-untyped-call]
+
 
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
@@ -112,6 +129,19 @@ def _has(module: str) -> bool:
 
 def run(settings: Settings, host: str, port: int, workers: int = 1, reload: bool = False) -> None:
     """Serve until a signal stops us. Refuses configurations that cannot work."""
+    try:
+        _refuse_what_cannot_work(settings, workers, reload)
+    except click.ClickException as exc:
+        if settings.log_format != "json":
+            raise  # click's one "Error: …" line, for people
+        # A log shipper reads every line as JSON, the reason for a refused start too.
+        configure_logging(settings.log_format)
+        log.error("%s", exc.message)
+        raise SystemExit(1) from None
+    _serve_with(settings, host, port, workers, reload)
+
+
+def _refuse_what_cannot_work(settings: Settings, workers: int, reload: bool) -> None:
     if workers < 1:
         raise click.ClickException("--workers must be at least 1")
     if workers > 1 and settings.in_process:
@@ -127,6 +157,8 @@ def run(settings: Settings, host: str, port: int, workers: int = 1, reload: bool
     if settings.redis_url is not None:
         _check_redis(settings.redis_url)
 
+
+def _serve_with(settings: Settings, host: str, port: int, workers: int, reload: bool) -> None:
     supervised = workers > 1 or reload
     # Children of a supervisor build their app themselves (see Server.serve).
     app = None if supervised else _create_app(settings)
@@ -145,6 +177,8 @@ def run(settings: Settings, host: str, port: int, workers: int = 1, reload: bool
         http="httptools" if _has("httptools") else "auto",
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
         lifespan="on",
+        # uvicorn's own loggers write through ours too (every worker applies it).
+        log_config=logging_config(settings.log_format),
     )
     if reload:
         server = Server(config)
@@ -185,9 +219,33 @@ def _run_workers(config: uvicorn.Config) -> None:
     original = multiprocess.Process
     multiprocess.Process = WorkerProcess  # type: ignore[misc]
     try:
-        multiprocess.Multiprocess(config, sockets=[sock]).run()
+        with shared_metrics_dir():
+            multiprocess.Multiprocess(config, sockets=[sock]).run()
     finally:
         multiprocess.Process = original  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def shared_metrics_dir() -> Iterator[Path]:
+    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for this run's workers, removed afterwards.
+
+    Set before the first worker starts: prometheus-client picks its storage
+    when a worker imports it. Fresh per run, as its docs require, so counters
+    of an earlier run never add in; an outside value is replaced.
+    """
+    from .services.metrics import MULTIPROC_DIR
+
+    path = Path(tempfile.mkdtemp(prefix="warrantysync-metrics-"))
+    previous = os.environ.get(MULTIPROC_DIR)
+    os.environ[MULTIPROC_DIR] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_DIR, None)
+        else:
+            os.environ[MULTIPROC_DIR] = previous
+        shutil.rmtree(path, ignore_errors=True)
 
 
 __all__ = ["Server", "WorkerProcess", "run"]

@@ -186,3 +186,36 @@ test('a snapshot taken while the stream is live leaves locks and presence to the
   store.applySnapshot({ cases: [makeCase()], locks: [], presence: [], last_event_id: '1' });
   assert.equal(store.lock(1, 'notes'), null);
 });
+
+describe('live state (locks and presence known or not)', () => {
+  const snapshot = (liveState) => ({ cases: [makeCase()], locks: [], presence: [], last_event_id: '5', live_state: liveState });
+
+  test('starts available and follows the snapshot while the stream is not connected', () => {
+    const store = createStore({ clientId: 'me' });
+    const changes = [];
+    store.subscribe((c) => changes.push(c.type));
+    assert.equal(store.liveState(), 'ok');
+    store.applySnapshot(snapshot('unavailable'));
+    assert.equal(store.liveState(), 'unavailable');
+    assert.ok(changes.includes('live-state'));
+    store.applySnapshot(snapshot('ok'));
+    assert.equal(store.liveState(), 'ok');
+  });
+
+  test('ready and state set it; a connected stream outranks a snapshot fetched beside it', () => {
+    const store = createStore({ clientId: 'me' });
+    store.applyEvent('ready', { locks: [], presence: [], live_state: 'unavailable' });
+    assert.equal(store.liveState(), 'unavailable');
+    store.applySnapshot(snapshot('ok'), { ephemeral: false });
+    assert.equal(store.liveState(), 'unavailable');
+    store.applyEvent('state', { locks: [], presence: [], live_state: 'ok' });
+    assert.equal(store.liveState(), 'ok');
+  });
+
+  test('a server that never sends the flag counts as available', () => {
+    const store = createStore({ clientId: 'me' });
+    store.applyEvent('state', { locks: [], presence: [], live_state: 'unavailable' });
+    store.applyEvent('ready', { locks: [], presence: [] });
+    assert.equal(store.liveState(), 'ok');
+  });
+});

@@ -1,14 +1,24 @@
-"""Prometheus metrics, one private registry per app.
+"""Prometheus metrics, one private registry per app, or one set for a group of workers.
 
 No module-level collectors: tests build many apps in one process, and the
 global registry would refuse the second set of names. ``GET /metrics``
 answers ``render()`` with ``CONTENT_TYPE``.
+
+With ``warrantysync serve --workers N`` the supervisor points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers start
+(``warrantysync.server``), so prometheus-client keeps every value in files
+there and any worker's scrape reads them all (its multiprocess mode).
+Counters and histograms add up over every worker that ever ran; each gauge
+says how it combines (``multiprocess_mode``); the task count, a function
+gauge in one process, is sampled every ``TASKS_SAMPLE_EVERY`` s instead,
+one series per worker (label ``pid``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,27 +30,43 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _SAVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+TASKS_SAMPLE_EVERY = 5.0
+
+
+def shared_dir() -> str | None:
+    """Where a group of workers keeps its metrics, or None for one process alone."""
+    return os.environ.get(MULTIPROC_DIR) or None
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.shared_dir = shared_dir()
         r = self.registry
         self.streams_open = Gauge(
-            "warrantysync_streams_open", "Event streams open on this process", registry=r
+            "warrantysync_streams_open",
+            "Event streams open on this process (on all live workers of a group)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
-        # Counted when scraped: a number that keeps growing while traffic is
-        # steady is a task leak (the soak test watches it).
+        # A number that keeps growing while traffic is steady is a task leak
+        # (the soak test watches it). Counted when scraped in one process.
         self.asyncio_tasks = Gauge(
-            "warrantysync_asyncio_tasks", "asyncio tasks alive in this process", registry=r
+            "warrantysync_asyncio_tasks",
+            "asyncio tasks alive in this process",
+            registry=r,
+            multiprocess_mode="liveall",
         )
-        self.asyncio_tasks.set_function(_task_count)
+        if self.shared_dir is None:
+            self.asyncio_tasks.set_function(_task_count)
         self.events_published = Counter(
             "warrantysync_events_published",
             "Events handed to subscribers, by event name",
@@ -57,10 +83,13 @@ class Metrics:
             "Streams closed because they could not keep up",
             registry=r,
         )
+        # A lock granted by a worker that died is released by another: the
+        # sum includes workers that are gone.
         self.locks_held = Gauge(
             "warrantysync_locks_held",
             "Field locks granted minus released by this process (sum over processes)",
             registry=r,
+            multiprocess_mode="sum",
         )
         self.lock_conflicts = Counter(
             "warrantysync_lock_conflicts",
@@ -119,8 +148,17 @@ class Metrics:
         gc.callbacks.append(on_gc)
         return lambda: gc.callbacks.remove(on_gc)
 
+    def sample_tasks(self) -> None:
+        """Write this worker's task count for the group's scrapes (no-op in one process)."""
+        if self.shared_dir is not None:
+            self.asyncio_tasks.set(_task_count())
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        group = CollectorRegistry()
+        multiprocess.MultiProcessCollector(group, path=self.shared_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(group)
 
 
 def _task_count() -> float:

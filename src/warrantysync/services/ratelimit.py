@@ -20,9 +20,10 @@ Windows are moving windows, so ``retry_after`` is exactly when the oldest
 counted hit leaves the window. Storage is in-process (``memory://``) by
 default, or Redis so that all processes share one count.
 
-When the storage cannot be reached, writes and lock calls are *not* limited
-(a warning is logged): refusing every edit because Redis blinked is worse,
-and lock calls answer 503 anyway. Logins fail closed with ``Unavailable``.
+When the storage cannot be reached, writes, lock calls and requests per IP
+are *not* limited (one warning per outage, one line when it is back):
+refusing every edit because Redis blinked is worse, and lock calls answer
+503 anyway. Logins fail closed with ``Unavailable``.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class RateLimits:
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._metrics = metrics
+        self._storage_down = False
 
     async def hit_write(self, user_id: int) -> None:
         """Count a PATCH/POST/DELETE; ``RateLimited`` when the user is over the limit."""
@@ -169,7 +171,13 @@ class RateLimits:
                 if not await self._limiter.hit(item, scope, ident):
                     raise await self._refusal(item, scope, ident, message)
         except StorageError as exc:
-            logger.warning("%s rate limit skipped, storage unreachable: %s", scope, exc)
+            if not self._storage_down:
+                logger.warning("rate limits skipped, storage unreachable: %s", exc)
+            self._storage_down = True
+            return
+        if self._storage_down and items:
+            logger.info("rate limits apply again")
+            self._storage_down = False
 
     async def _refusal(
         self, item: RateLimitItem, scope: str, ident: str, message: str

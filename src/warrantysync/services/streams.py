@@ -21,7 +21,8 @@ from .accounts import Principal
 from .broker import Broker, Overloaded, goodbye_frame
 from .broker.subscriber import Subscriber
 from .events import READY, SYNC_REQUIRED, encode, retry_frame
-from .locks import LockManager, locks_seen_by
+from .live import live_state
+from .locks import LockManager
 from .presence import Presence
 
 RETRY_MS = 1000
@@ -165,13 +166,16 @@ class Stream:
             return await outbox.head(session, branch_id=self.branch_id)
 
     async def _ready(self, caught_up: int) -> bytes:
+        state = await live_state(
+            locks=self.locks,
+            presence=self.presence,
+            branch_id=self.branch_id,
+            seen_by=self.principal.user_id,
+        )
         payload: dict[str, Any] = {
             "client_id": self.client_id,
             "last_event_id": str(caught_up),
-            "locks": locks_seen_by(
-                await self.locks.snapshot(branch_id=self.branch_id), self.principal.user_id
-            ),
-            "presence": await self.presence.viewers(branch_id=self.branch_id),
+            **state,
             "heartbeat_ms": self.config.heartbeat_ms,
             "lock_ttl_ms": self.config.lock_ttl_ms,
             "server_time": time.time(),

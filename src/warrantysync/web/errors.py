@@ -8,11 +8,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import errors as E
 from ..jsonutil import dumps
 
 log = logging.getLogger(__name__)
+
+INTERNAL = {"error": "internal", "message": "something went wrong"}
 
 STATUS: dict[type[E.WarrantySyncError], int] = {
     E.NotAuthenticated: 401,
@@ -77,11 +80,35 @@ def install(app: FastAPI) -> None:
         message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
         return json_response(422, {"error": "validation_error", "message": message, "field": where})
 
-    async def crash(_request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return json_response(500, {"error": "internal", "message": "something went wrong"})
-
     app.add_exception_handler(E.WarrantySyncError, domain)
     app.add_exception_handler(StarletteHTTPException, http)
     app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(Exception, crash)
+
+
+class LastResort:
+    """Any exception nothing else handled: logged once (with the request id), answered 500.
+
+    Not an ``Exception`` handler: Starlette's ``ServerErrorMiddleware`` re-raises
+    after calling one, so uvicorn logged every such error a second time.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error")
+            if not started:  # else the client sees the response cut short
+                await json_response(500, INTERNAL)(scope, receive, send)

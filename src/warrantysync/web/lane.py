@@ -21,7 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..container import Services
 from ..errors import WarrantySyncError
-from .errors import error_response, json_response
+from ..logs import REQUEST_ID
+from .errors import INTERNAL, error_response, json_response
+from .requestid import request_id_for
 from .routes import events
 from .security import edge_headers, ip_refusal, with_edge_headers
 
@@ -32,19 +34,29 @@ class App(FastAPI):
     """FastAPI, with the event stream served on its own lane.
 
     ``front`` (``web/forwarded.py``) runs before both ways in, so the lane sees
-    the browser's address, scheme and host exactly as the routes do.
+    the browser's address, scheme and host exactly as the routes do. Every HTTP
+    request gets its request id first, so the log lines and the
+    ``X-Request-Id`` of both ways carry it (``web/requestid.py``).
     """
 
     front: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.front is not None:
-            await self.front(scope, receive, send)
-        else:
-            await self.dispatch(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        # Before ``front`` rewrites the client: trust is judged by the TCP peer.
+        token = REQUEST_ID.set(request_id_for(scope, getattr(self.state, "trusted_peers", None)))
+        try:
+            if self.front is not None:
+                await self.front(scope, receive, send)
+            else:
+                await self.dispatch(scope, receive, send)
+        finally:
+            REQUEST_ID.reset(token)
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["method"] == "GET":
             services: Services | None = getattr(self.state, "services", None)
             # The branch id only: this frame stays suspended as long as the stream.
             raw_branch_id = _branch_segment(scope)
@@ -72,8 +84,7 @@ async def _serve(
         return
     except Exception as exc:  # what the app's last-resort handler answers elsewhere
         log.exception("unhandled error", exc_info=exc)
-        body = {"error": "internal", "message": "something went wrong"}
-        await json_response(500, body)(scope, receive, with_edge_headers(scope, send, ttl))
+        await json_response(500, INTERNAL)(scope, receive, with_edge_headers(scope, send, ttl))
         return
     response.raw_headers = edge_headers(scope, response.raw_headers, session_ttl=ttl)
     await response(scope, receive, send)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..container import Services
 from ..errors import RateLimited
+from ..logs import REQUEST_ID
 from .deps import SESSION_COOKIE
 from .errors import error_response
 
@@ -49,8 +50,11 @@ def session_cookie_header(token: str, *, max_age: float, secure: bool) -> tuple[
 def edge_headers(
     scope: Scope, headers: Iterable[tuple[bytes, bytes]], *, session_ttl: float
 ) -> list[tuple[bytes, bytes]]:
-    """A response's headers plus the security headers and a slid session cookie."""
+    """A response's headers plus the security headers, the request id and a slid session cookie."""
     merged = list(headers) + SECURITY_HEADERS
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        merged.append((b"x-request-id", request_id.encode("ascii")))
     token = scope.get("state", {}).get("refresh_session_cookie")
     if token and not any(k == b"set-cookie" for k, _v in merged):
         secure = scope.get("scheme") == "https"

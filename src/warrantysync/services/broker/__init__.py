@@ -27,6 +27,7 @@ from ...storage import outbox
 from ...storage.db import Database
 from ..backends import by_scheme
 from ..events import GOODBYE, HEARTBEAT, PRESENCE, STATE, SYNC_REQUIRED, Event, encode
+from ..live import unavailable_state
 from ..metrics import Metrics
 from .base import BrokerBackend
 from .memory import MemoryBrokerBackend
@@ -92,7 +93,7 @@ class Broker:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.backend.connect(self._on_event, self._on_resubscribe)
+        await self.backend.connect(self._on_event, self._on_resubscribe, self._on_lost)
 
     async def stop(self) -> None:
         for branch in self._branches.values():
@@ -287,6 +288,12 @@ class Broker:
         for row in rows:
             self._on_event(Event(branch_id, row.kind, row.data.encode(), row.id))
 
+    def _on_lost(self) -> None:
+        """Redis is gone: locks and presence are unknown until it is back (then ``state``)."""
+        for branch_id, branch in list(self._branches.items()):
+            if branch.subscribers:
+                self._deliver(branch, Event.of(branch_id, STATE, unavailable_state()))
+
     async def _on_resubscribe(self) -> None:
         """The backend may have dropped events: read them, resend state."""
         for branch_id, branch in list(self._branches.items()):
@@ -337,5 +344,11 @@ class Broker:
 
 
 def goodbye_frame(reason: str, retry_ms: tuple[int, int]) -> bytes:
+    """``goodbye`` with one jittered delay, in its JSON and as the SSE ``retry:`` field.
+
+    A standard EventSource never reads the JSON: without the field it would
+    come back after the stream's opening ``retry: 1000``, every client at once.
+    """
     jittered = random.randint(*retry_ms)
-    return encode(GOODBYE, dumps({"reason": reason, "retry_ms": jittered}))
+    frame = encode(GOODBYE, dumps({"reason": reason, "retry_ms": jittered}))
+    return b"retry: %d\n" % jittered + frame

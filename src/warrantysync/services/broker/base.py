@@ -13,14 +13,18 @@ from ..events import Event
 
 OnEvent = Callable[[Event], None]
 OnResubscribe = Callable[[], Awaitable[None]]
+OnLost = Callable[[], None]
 
 
 class BrokerBackend(Protocol):
-    async def connect(self, on_event: OnEvent, on_resubscribe: OnResubscribe) -> None:
+    async def connect(
+        self, on_event: OnEvent, on_resubscribe: OnResubscribe, on_lost: OnLost | None = None
+    ) -> None:
         """Start delivering every published event (this node's too) to ``on_event``.
 
-        ``on_resubscribe`` is awaited after the backend lost and re-established
-        its subscription, when events may have been missed.
+        ``on_lost`` is called once when the backend loses its subscription
+        (Redis went away); ``on_resubscribe`` is awaited after it re-established
+        it, when events may have been missed.
         """
 
     async def disconnect(self) -> None: ...

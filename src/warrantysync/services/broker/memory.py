@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from ..events import Event
-from .base import OnEvent, OnResubscribe
+from .base import OnEvent, OnLost, OnResubscribe
 
 
 class MemoryBrokerBackend:
     def __init__(self) -> None:
         self._on_event: OnEvent | None = None
 
-    async def connect(self, on_event: OnEvent, on_resubscribe: OnResubscribe) -> None:
+    async def connect(
+        self, on_event: OnEvent, on_resubscribe: OnResubscribe, on_lost: OnLost | None = None
+    ) -> None:
         self._on_event = on_event
 
     async def disconnect(self) -> None:

@@ -18,7 +18,8 @@ Pub/sub is the fast path only; it forgets whatever a disconnected subscriber
 missed. The outbox is the truth, so this module never tries to be reliable:
 
 * The listener reconnects with backoff when its connection drops (or stops
-  answering pings), and after every re-subscription awaits
+  answering pings). When it drops it calls ``on_lost()`` (the front tells its
+  streams that live state is unavailable), and after every re-subscription awaits
   ``on_resubscribe()``: the front then reads the missed durable events from
   the outbox and sends its streams a ``state`` event (locks and presence;
   ephemeral events sent while we were away are gone, the state replaces them).
@@ -43,7 +44,7 @@ from redis.asyncio.client import PubSub
 
 from ..events import Event
 from ..redisconn import DOWN_ERRORS, KEY_PREFIX, connect, redact
-from .base import OnEvent, OnResubscribe
+from .base import OnEvent, OnLost, OnResubscribe
 
 __all__ = ["CHANNEL", "RedisBrokerBackend", "decode_message", "encode_message"]
 
@@ -85,15 +86,19 @@ class RedisBrokerBackend:
         self._pubsub: PubSub | None = None
         self._on_event: OnEvent | None = None
         self._on_resubscribe: OnResubscribe | None = None
+        self._on_lost: OnLost | None = None
         self._subscribed = False
         self._outage_logged = False
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def connect(self, on_event: OnEvent, on_resubscribe: OnResubscribe) -> None:
+    async def connect(
+        self, on_event: OnEvent, on_resubscribe: OnResubscribe, on_lost: OnLost | None = None
+    ) -> None:
         """Subscribe now (so a Redis missing at start is an error), then listen."""
         self._on_event = on_event
         self._on_resubscribe = on_resubscribe
+        self._on_lost = on_lost
         self._client = connect(self.url)
         try:
             pubsub = await self._subscribe()
@@ -182,6 +187,11 @@ class RedisBrokerBackend:
             except Exception:
                 log.exception("Redis event listener failed; reconnecting")
             self._subscribed = False
+            if self._on_lost is not None:
+                try:
+                    self._on_lost()
+                except Exception:
+                    log.exception("announcing the lost subscription failed")
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             pubsub = await self._resubscribe()

@@ -156,6 +156,15 @@ class Presence:
             > 0
         )
 
+    @property
+    def reachable(self) -> bool:
+        """False while the backend knows presence cannot be read (Redis away)."""
+        return self.backend.reachable
+
+    async def probe(self) -> bool:
+        """Check now (not at the next upkeep) whether presence can be read again."""
+        return await self.backend.probe()
+
     async def streams_of_user(self, user_id: int) -> int:
         return await self.backend.streams_of_user(user_id=user_id)
 
@@ -217,6 +226,9 @@ class Presence:
             ):
                 return
             await self._on_client_gone(branch_id, user_id, client_id)
+        except Unavailable as exc:
+            # Its locks live in Redis too: they go by LOCK_TTL instead.
+            logger.warning("client %s on branch %s left: %s", client_id, branch_id, exc.message)
         except Exception:
             logger.exception("releasing client %s on branch %s failed", client_id, branch_id)
 
@@ -224,5 +236,9 @@ class Presence:
         try:
             viewers = await self.viewers(branch_id=branch_id)
             await self._publish(branch_id, PRESENCE, {"viewers": viewers})
+        except Unavailable:
+            # Nobody can tell who is here; the streams were told so (live_state),
+            # and the upkeep announces every changed branch once Redis is back.
+            pass
         except Exception:
             logger.exception("could not publish presence to branch %s", branch_id)

@@ -78,6 +78,13 @@ class PresenceBackend(Protocol):
     maintain_every: float
     """Seconds between ``maintain()`` calls."""
 
+    reachable: bool
+    """False while the backend knows its store is away (reads would fail)."""
+
+    async def probe(self) -> bool:
+        """Check at once whether the store answers again (``reachable`` follows)."""
+        ...
+
     async def maintain(self) -> Upkeep:
         """Periodic upkeep in a cluster: renew this node's lease, repair its counts,
         and take over the streams of nodes whose lease lapsed (each exactly once)."""

@@ -10,6 +10,7 @@ _Key = tuple[int, int, str]
 class MemoryPresenceBackend:
     # One process: no lease to renew, no other node to outlive.
     maintain_every = 60.0
+    reachable = True
 
     def __init__(self) -> None:
         self._streams: dict[_Key, int] = {}
@@ -74,6 +75,9 @@ class MemoryPresenceBackend:
 
     async def streams_of_user(self, *, user_id: int) -> int:
         return self._user_streams.get(user_id, 0)
+
+    async def probe(self) -> bool:
+        return True
 
     async def maintain(self) -> Upkeep:
         return Upkeep()

@@ -25,10 +25,16 @@ node's contribution from memory in one script (``resync``). Every change of
 this node's counts goes through one ``asyncio.Lock`` so a resync never races
 a join or leave of the same node.
 
-``join`` raises ``errors.Unavailable`` while Redis is down (the stream is
-refused with 503 and the client retries); ``leave`` never fails (it is a
-stream closing), it marks the node for a resync instead. Reads raise
-``Unavailable``.
+Neither ``join`` nor ``leave`` fails while Redis is down: a stream opens
+and closes whatever Redis says (reading must go on, docs/protocol.md "Redis
+unreachable"). The change is made in memory and the node marked for a
+resync, which ``maintain()`` runs as soon as Redis answers; meanwhile the
+``MAX_STREAMS_PER_USER`` cap is checked against this node's own streams.
+Reads raise ``Unavailable``. Once a call found Redis unreachable,
+``reachable`` is False and no request waits on Redis again (a frozen Redis
+would cost each one the command timeout): joins and leaves count in memory
+at once, reads fail at once, and ``maintain()`` probes with a short timeout
+until Redis answers.
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from typing import Any
 
+from ...errors import Unavailable
 from ..redisconn import DOWN_ERRORS, KEY_PREFIX, connect, unavailable
 from .base import Lapsed, Upkeep, Viewer
 
@@ -50,6 +58,7 @@ log = logging.getLogger(__name__)
 
 LEASE_TTL = 3.0  # seconds a node counts as alive after its last renewal
 MAINTAIN_EVERY = 1.0
+PROBE_TIMEOUT = 0.5  # seconds a probe of an unreachable Redis may take
 
 _Key = tuple[int, int, str]
 
@@ -263,6 +272,8 @@ class RedisPresenceBackend:
         self._names: dict[int, str] = {}
         self._dirty = False
         self._lock = asyncio.Lock()
+        self.reachable = True
+        self._probe = connect(url, retries=0, command_timeout=PROBE_TIMEOUT)
 
     def _head(self) -> list[Any]:
         return [self._prefix, self.node, int(self.lease_ttl * 1000)]
@@ -286,20 +297,61 @@ class RedisPresenceBackend:
             name,
             "" if max_user_streams is None else max_user_streams,
         ]
+        key = (branch_id, user_id, client_id)
         async with self._lock:
-            with unavailable("counting the stream"):
+            if not self.reachable:
+                return self._join_locally(key, name, max_user_streams)
+            try:
                 if self._dirty:
                     await self._resync_locked()
                 count = int(await self._join(args=args))
                 if count == -2:
                     await self._resync_locked()
                     count = int(await self._join(args=args))
+            except DOWN_ERRORS as exc:
+                self._unreachable(exc)
+                return self._join_locally(key, name, max_user_streams)
             if count < 0:
                 return None
-            key = (branch_id, user_id, client_id)
-            self._mine[key] = self._mine.get(key, 0) + 1
-            self._names[user_id] = name
+            self._count_in(key, name)
             return count
+
+    def _join_locally(self, key: _Key, name: str, max_user_streams: int | None) -> int | None:
+        """Redis is away: count the stream on this node; ``maintain()`` writes it back.
+
+        The cap then holds per node (what this node alone has open), the only
+        count there is until Redis answers again.
+        """
+        user_id = key[1]
+        if max_user_streams is not None:
+            mine = sum(n for (_b, user, _c), n in self._mine.items() if user == user_id)
+            if mine >= max_user_streams:
+                return None
+        self._dirty = True
+        self._count_in(key, name)
+        return self._mine[key]
+
+    def _unreachable(self, exc: BaseException) -> None:
+        if self.reachable:
+            log.warning("presence: Redis unreachable, counting streams on this node: %r", exc)
+        self.reachable = False
+        self._dirty = True
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        """A Redis call: refused at once while unreachable; a failure marks it so."""
+        if not self.reachable:
+            raise Unavailable(f"{what}: Redis is not reachable right now")
+        try:
+            with unavailable(what):
+                yield
+        except Unavailable as exc:
+            self._unreachable(exc.__cause__ or exc)
+            raise
+
+    def _count_in(self, key: _Key, name: str) -> None:
+        self._mine[key] = self._mine.get(key, 0) + 1
+        self._names[key[1]] = name
 
     async def leave(self, *, branch_id: int, user_id: int, client_id: str) -> int:
         key = (branch_id, user_id, client_id)
@@ -309,6 +361,9 @@ class RedisPresenceBackend:
             self._mine[key] -= 1
             if not self._mine[key]:
                 del self._mine[key]
+            if not self.reachable:
+                self._dirty = True
+                return self._mine.get(key, 0)
             try:
                 if not self._dirty:
                     left = int(await self._leave(args=[*self._head(), *key]))
@@ -320,6 +375,8 @@ class RedisPresenceBackend:
                 if not self._dirty:
                     log.warning("presence: could not count a stream out, will resync: %r", exc)
                 self._dirty = True
+                if isinstance(exc, DOWN_ERRORS):
+                    self._unreachable(exc)
                 return self._mine.get(key, 0)
         return await self._count_or_zero(key)
 
@@ -341,9 +398,11 @@ class RedisPresenceBackend:
 
     async def maintain(self) -> Upkeep:
         """Renew our lease (resyncing when Redis forgot us) and sweep lapsed nodes."""
+        if not await self.probe():
+            raise Unavailable("presence upkeep: Redis is not reachable right now")
         changed: set[int] = set()
         async with self._lock:
-            with unavailable("renewing the presence lease"):
+            with self._call("renewing the presence lease"):
                 if self._dirty or not int(await self._renew(args=self._head())):
                     changed = await self._resync_locked()
                     if self._mine:
@@ -351,7 +410,7 @@ class RedisPresenceBackend:
                             "presence: wrote this node's %d open stream(s) back to Redis",
                             sum(self._mine.values()),
                         )
-        with unavailable("sweeping lapsed nodes"):
+        with self._call("sweeping lapsed nodes"):
             flat = [_text(v) for v in await self._sweep(args=self._head())]
         lapsed = tuple(
             Lapsed(int(flat[i]), int(flat[i + 1]), flat[i + 2], int(flat[i + 3]))
@@ -362,20 +421,35 @@ class RedisPresenceBackend:
             log.warning("presence: took over %d stream(s) of nodes whose lease lapsed", len(lapsed))
         return Upkeep(lapsed=lapsed, changed_branches=frozenset(changed))
 
+    async def probe(self) -> bool:
+        """Whether Redis answers; an unreachable one is pinged with a short timeout.
+
+        Outside the lock, so joins and leaves go on meanwhile.
+        """
+        if self.reachable:
+            return True
+        try:
+            await self._probe.ping()
+        except DOWN_ERRORS:
+            return False
+        self.reachable = True
+        log.info("presence: Redis answers again")
+        return True
+
     async def client_streams(self, *, branch_id: int, user_id: int, client_id: str) -> int:
-        with unavailable("reading presence"):
+        with self._call("reading presence"):
             value = await self._redis.hget(
                 f"{self._prefix}branch:{branch_id}", f"{user_id}:{client_id}"
             )
         return max(0, int(value or 0))
 
     async def viewers(self, *, branch_id: int) -> list[Viewer]:
-        with unavailable("reading presence"):
+        with self._call("reading presence"):
             flat = [_text(v) for v in await self._viewers(args=[*self._head(), branch_id])]
         return [Viewer(int(flat[i]), flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     async def streams_of_user(self, *, user_id: int) -> int:
-        with unavailable("reading presence"):
+        with self._call("reading presence"):
             value = await self._redis.hget(f"{self._prefix}users", str(user_id))
         return max(0, int(value or 0))
 
@@ -387,3 +461,4 @@ class RedisPresenceBackend:
                 async with asyncio.timeout(2.0):
                     await self._unregister(args=self._head())
         await self._redis.aclose()
+        await self._probe.aclose()

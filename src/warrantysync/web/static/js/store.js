@@ -35,6 +35,7 @@ export function createStore({ clientId, userId }) {
   const locks = new Map(); // "case:field" -> lock JSON
   const listeners = new Set();
   let presence = [];
+  let liveState = 'ok'; // 'unavailable': the server cannot know locks and presence (Redis away)
   let focus = null; // {caseId, field, key, value}: what the focused control shows
 
   function notify(change) {
@@ -115,6 +116,13 @@ export function createStore({ clientId, userId }) {
     notify({ type: 'lock', caseId: data.case_id, field: data.field });
   }
 
+  function setLiveState(value) {
+    const next = value === 'unavailable' ? 'unavailable' : 'ok'; // absent: a server without the flag
+    if (next === liveState) return;
+    liveState = next;
+    notify({ type: 'live-state' });
+  }
+
   function setPresence(viewers) {
     presence = Array.isArray(viewers) ? viewers : [];
     notify({ type: 'presence' });
@@ -145,6 +153,7 @@ export function createStore({ clientId, userId }) {
       case 'state':
         replaceLocks(data.locks);
         if (Array.isArray(data.presence)) setPresence(data.presence);
+        setLiveState(data.live_state);
         return true;
       case 'presence':
         setPresence(data.viewers);
@@ -174,6 +183,7 @@ export function createStore({ clientId, userId }) {
     }
     if (ephemeral && Array.isArray(snapshot.locks)) replaceLocks(snapshot.locks);
     if (ephemeral && Array.isArray(snapshot.presence)) setPresence(snapshot.presence);
+    if (ephemeral) setLiveState(snapshot.live_state);
     notify({ type: 'snapshot' });
   }
 
@@ -278,5 +288,6 @@ export function createStore({ clientId, userId }) {
     lockedByOther,
     allLocks: () => [...locks.values()],
     presence: () => presence,
+    liveState: () => liveState,
   };
 }

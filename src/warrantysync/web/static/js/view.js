@@ -14,6 +14,8 @@ const CONNECTION_LABELS = {
   reconnecting: ['Reconnecting…', 'Connection lost; trying again. Your edits are kept.'],
   offline: ['Offline', 'No connection. Your edits are kept and saved when it returns.'],
 };
+// Shown while the server cannot know locks and presence (live_state "unavailable").
+export const LIVE_STATE_UNAVAILABLE = 'Live locks are unavailable; your saves are still checked against changes by others';
 const MAX_AVATARS = 6;
 const SEARCH_DEBOUNCE_MS = 150;
 
@@ -102,6 +104,7 @@ export function createView({ root, config, store, actions }) {
   const newCase = h('button', { type: 'button', id: 'new-case', class: 'btn btn-primary', text: 'New case' });
   const toolbar = h('div', { class: 'toolbar' }, search, statusFilter, assigneeFilter, count, h('span', { class: 'spacer' }), newCase);
 
+  const liveBanner = h('p', { id: 'live-state-banner', class: 'banner', role: 'status', hidden: true, text: LIVE_STATE_UNAVAILABLE });
   const empty = h('p', { class: 'empty', text: 'Loading cases…' });
   const wrap = h('main', { class: 'table-wrap', id: 'table-wrap' }, table.element, empty);
 
@@ -170,6 +173,8 @@ export function createView({ root, config, store, actions }) {
       decorateAll();
     } else if (type === 'presence') {
       renderPresence();
+    } else if (type === 'live-state') {
+      liveBanner.hidden = store.liveState() !== 'unavailable';
     } else if (type === 'snapshot') {
       loaded = true;
       if (needsSort && !table.element.contains(document.activeElement)) {
@@ -282,7 +287,7 @@ export function createView({ root, config, store, actions }) {
   return {
     mount() {
       root.classList.add('app');
-      root.replaceChildren(header, toolbar, wrap, panel.element, toasts.element);
+      root.replaceChildren(header, toolbar, liveBanner, wrap, panel.element, toasts.element);
       bind();
       setConnectionState('connecting');
       setRole(ctx.role());
