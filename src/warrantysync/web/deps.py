@@ -11,14 +11,31 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 
 from ..container import Services
 from ..errors import CsrfFailed, NotAuthenticated, PayloadTooLarge, UnsupportedMediaType
+from ..ids import ID_RULE, parse_id
 from ..services.accounts import Principal
 
 SESSION_COOKIE = "warrantysync_session"
 MAX_BODY = 64 * 1024
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _ascii_id(value: object) -> object:
+    if isinstance(value, str):
+        parsed = parse_id(value)
+        if parsed is None:
+            raise PydanticCustomError("id", ID_RULE)
+        return parsed
+    return value
+
+
+# An id in a path or query: ASCII digits only (warrantysync/ids.py), else 422
+# naming the parameter. A plain `int` would also take "+5", " 5" and "5.0".
+Id = Annotated[int, BeforeValidator(_ascii_id)]
 
 
 async def get_services(request: Request) -> Services:

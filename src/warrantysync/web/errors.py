@@ -13,6 +13,8 @@ from .. import errors as E
 from ..jsonutil import dumps
 
 log = logging.getLogger(__name__)
+# The first element of a FastAPI validation error's location.
+LOCATIONS = frozenset({"body", "path", "query", "header", "cookie"})
 
 STATUS: dict[type[E.WarrantySyncError], int] = {
     E.NotAuthenticated: 401,
@@ -71,9 +73,13 @@ def install(app: FastAPI) -> None:
     async def invalid(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        loc = tuple(first.get("loc", ()))
+        if loc and loc[0] in LOCATIONS:  # name the parameter, not where it was sent
+            loc = loc[1:]
+        where = ".".join(str(part) for part in loc)
         message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
-        return json_response(422, {"error": "validation_error", "message": message, "field": where})
+        body = {"error": "validation_error", "message": message, "field": where}
+        return json_response(422, {**body, "rule": str(first.get("type", "invalid"))})
 
     async def crash(_request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)

@@ -14,7 +14,7 @@ from ...errors import NotFound
 from ...jsonutil import dumps_str
 from ...services.accounts import Principal
 from ...storage.models import Priority, Status
-from ..deps import SESSION_COOKIE, ServicesDep, check_origin, optional_principal
+from ..deps import SESSION_COOKIE, Id, ServicesDep, check_origin, optional_principal
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
@@ -67,7 +67,7 @@ async def index(request: Request, services: ServicesDep) -> Response:
 
 
 @router.get("/branch/{branch_id}", response_class=HTMLResponse)
-async def branch_page(branch_id: int, request: Request, services: ServicesDep) -> Response:
+async def branch_page(branch_id: Id, request: Request, services: ServicesDep) -> Response:
     principal = await _principal(request, services)
     if principal is None:
         return _to_login(request)
