@@ -40,6 +40,8 @@ TOUCH_EVERY = dt.timedelta(seconds=60)
 # Ids are 32-bit INTEGER columns: a larger id from a URL names nothing (and
 # would make the database driver raise instead of finding no row).
 MAX_ID = 2**31 - 1
+# The most a login reads as a password, and so the most one may be set to.
+PASSWORD_MAX_LENGTH = 1024
 
 
 def hash_password(password: str) -> str:

@@ -1,8 +1,8 @@
 """Request dependencies: services, the caller, CSRF/Origin, the raw JSON body.
 
-Checks run in the order of DESIGN §3 — 401, then 403 for CSRF/Origin, then
-413, then 415 — so each route lists them in that order and does the rest
-(404, role, rate limit, idempotency, body) itself.
+Checks run in the order docs/protocol.md gives for PATCH — 401, then 403 for
+CSRF/Origin, then 413, then 415 — so each route lists them in that order and
+does the rest (404, role, rate limit, idempotency, body) itself.
 """
 
 from __future__ import annotations
@@ -105,22 +105,42 @@ async def checked_writer(
 Writer = Annotated[Principal, Depends(checked_writer)]
 
 
-async def json_body(request: Request, _writer: Writer) -> bytes:
-    """The raw body: at most 64 KiB (413), declared as JSON (415)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY // 1024} KiB")
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request body, through the one cap every route reads it by.
+
+    413 as soon as the body is known to pass ``limit`` — from its declared
+    ``Content-Length`` before reading a byte, or while counting a chunked one
+    — without reading the rest. A route that takes no body never calls this,
+    so it never reads one; the connection's protocol (warrantysync/httpguard.py)
+    then closes the connection instead of reading on. FastAPI would read a
+    declared body parameter whole before any check, so no route declares one
+    (tests/security/test_security_body.py keeps it so).
+    """
+    too_large = PayloadTooLarge(f"request body is larger than {limit // 1024} KiB")
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY:
-            raise PayloadTooLarge(f"request body is larger than {MAX_BODY // 1024} KiB")
+        if size > limit:
+            raise too_large
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def require_json(request: Request) -> None:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType("send the body as application/json")
-    return b"".join(chunks)
+
+
+async def json_body(request: Request, _writer: Writer) -> bytes:
+    """The raw body of a write: at most 64 KiB (413), declared as JSON (415)."""
+    raw = await read_body(request)
+    require_json(request)
+    return raw
 
 
 RawJson = Annotated[bytes, Depends(json_body)]

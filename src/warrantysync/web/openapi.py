@@ -3,7 +3,7 @@
 The routes return plain ``Response`` objects (encoded once, with orjson), so
 FastAPI cannot see their bodies: it would document every error as its own
 ``{"detail": [...]}`` shape, no request body for PATCH, and any JSON for a
-case. This adds what DESIGN §3 specifies — the ``{"error", "message", …}``
+case. This adds what docs/protocol.md specifies — the ``{"error", "message", …}``
 body for every error status, the case and the request bodies — so outside
 clients and the schema fuzzer (tests/security) read the real contract.
 """
@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from ..services.accounts import PASSWORD_MAX_LENGTH
 from ..storage.models import Priority, Status
 
 _TEXT = {
@@ -55,6 +56,14 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "CaseFields": {"type": "object", "properties": _FIELDS, "additionalProperties": False},
+    "Login": {
+        "type": "object",
+        "required": ["email", "password"],
+        "properties": {
+            "email": {"type": "string", "maxLength": 254},
+            "password": {"type": "string", "maxLength": PASSWORD_MAX_LENGTH},
+        },
+    },
     "CasePatch": {
         "type": "object",
         "required": ["changes"],
@@ -82,6 +91,7 @@ CASE_OPERATIONS = {
     ("/api/branches/{branch_id}/cases", "post"),
 }
 BODIES = {
+    ("/api/auth/login", "post"): "Login",
     ("/api/cases/{case_id}", "patch"): "CasePatch",
     ("/api/branches/{branch_id}/cases", "post"): "CaseFields",
 }
