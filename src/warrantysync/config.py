@@ -1,4 +1,4 @@
-"""Settings: every knob of DESIGN §6, read from ``WARRANTYSYNC_*`` variables.
+"""Settings: every knob, read from ``WARRANTYSYNC_*`` variables (README, "Configuration").
 
 Durations are seconds (floats, so tests can shorten them); the browser-facing
 timings keep the ``_MS`` names of the contract and are milliseconds.
@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     stream_buffer: int = Field(512, gt=0)
     send_timeout: float = Field(10, gt=0)
     log_format: Literal["text", "json"] = "text"
+    # Connection limits (warrantysync/httpguard.py).
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
+    header_timeout: float = Field(10, gt=0)
+    body_timeout: float = Field(30, gt=0)
+    keep_alive_timeout: float = Field(5, gt=0)
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")
     @classmethod

@@ -33,6 +33,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import ChangeReload, multiprocess
 
+from . import fdlimit, httpguard
+
 if TYPE_CHECKING:
     from .config import Settings
 
@@ -54,6 +56,7 @@ class Server(uvicorn.Server):
         super().__init__(config)
         self.app = app
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.fd_watch = fdlimit.FdWatch(httpguard.close_idle)
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         if self.app is None:
@@ -65,8 +68,14 @@ class Server(uvicorn.Server):
         await super().serve(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        fdlimit.raise_limit()  # in every serving process, before it accepts anyone
         await super().startup(sockets=sockets)
         freeze_startup_heap()
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0:  # uvicorn ticks every 0.1 s
+            self.fd_watch.check(self.server_state.connections)
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Only on the first signal; a second SIGINT means "stop now".
@@ -106,6 +115,15 @@ class WorkerProcess(multiprocess.Process):
         return self._server
 
 
+def connection_limits(settings: Settings) -> httpguard.Limits:
+    return httpguard.Limits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        keep_alive_timeout=settings.keep_alive_timeout,
+    )
+
+
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -142,10 +160,10 @@ def run(settings: Settings, host: str, port: int, workers: int = 1, reload: bool
         proxy_headers=True,
         forwarded_allow_ips=",".join(settings.trusted_proxies),
         loop="uvloop" if _has("uvloop") else "auto",
-        http="httptools" if _has("httptools") else "auto",
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
         lifespan="on",
     )
+    httpguard.install(config, connection_limits(settings))
     if reload:
         server = Server(config)
         ChangeReload(config, target=server.run, sockets=[config.bind_socket()]).run()

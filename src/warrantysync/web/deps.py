@@ -13,9 +13,16 @@ from typing import Annotated
 from fastapi import Depends, Request
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
+from starlette.requests import ClientDisconnect
 
 from ..container import Services
-from ..errors import CsrfFailed, NotAuthenticated, PayloadTooLarge, UnsupportedMediaType
+from ..errors import (
+    CsrfFailed,
+    NotAuthenticated,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from ..ids import ID_RULE, parse_id
 from ..services.accounts import Principal
 
@@ -122,11 +129,15 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Gone, or cut off by the body deadline: the answer reaches nobody.
+        raise RequestTimeout("the request body did not arrive") from None
     return b"".join(chunks)
 
 

@@ -21,6 +21,7 @@ STATUS: dict[type[E.WarrantySyncError], int] = {
     E.InvalidCredentials: 401,
     E.Forbidden: 403,
     E.NotFound: 404,
+    E.RequestTimeout: 408,
     E.PayloadTooLarge: 413,
     E.UnsupportedMediaType: 415,
     E.ValidationFailed: 422,
