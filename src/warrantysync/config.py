@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     secret_key: str = ""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1"])
+    # No proxy by default: any local process could set X-Forwarded-For.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     session_ttl: float = Field(43200, gt=0)
     lock_ttl: float = Field(30, gt=0)
     lock_renew_ms: int | None = Field(None, gt=0)

@@ -157,7 +157,7 @@ def run(settings: Settings, host: str, port: int, workers: int = 1, reload: bool
         reload=reload,
         # Watch the package, not whatever directory we were started from.
         reload_dirs=[str(Path(__file__).parent)] if reload else None,
-        proxy_headers=True,
+        proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies),
         loop="uvloop" if _has("uvloop") else "auto",
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
