@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import re
 from pathlib import Path
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urljoin, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -22,11 +23,27 @@ templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates"
 FORM_LIMIT = 4096
 
 
-def _safe_next(value: str | None) -> str:
-    # Only same-site paths: "//evil.example" would be an open redirect.
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+# Browsers drop tabs and newlines anywhere in a URL, trim spaces and control
+# characters around it, read a backslash as "/" and "%2e" as ".":
+# "/\t/evil.example/" is "//evil.example/", another host. No path this server
+# sends to the login page contains any of them.
+_UNSAFE_IN_NEXT = re.compile(r"[\x00-\x20\x7f\\]|%2e", re.IGNORECASE)
+
+
+def safe_next(value: str | None) -> str:
+    """The same-origin path ``value`` names after normalisation, else "/".
+
+    The browser's twin is ``safeNext`` in static/js/nexturl.js; both are
+    tested with the payloads of tests/js/next-payloads.json.
+    """
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    if _UNSAFE_IN_NEXT.search(value):
+        return "/"
+    resolved = urlsplit(urljoin("http://origin.invalid", value))
+    if resolved.netloc != "origin.invalid" or resolved.path.startswith("//"):
+        return "/"
+    return urlunsplit(("", "", resolved.path or "/", resolved.query, resolved.fragment))
 
 
 def _to_login(request: Request) -> RedirectResponse:
@@ -45,9 +62,9 @@ def script_json(value: object) -> str:
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request, services: ServicesDep, next: str | None = None) -> Response:
     if await _principal(request, services) is not None:
-        return RedirectResponse(_safe_next(next), status_code=303)
+        return RedirectResponse(safe_next(next), status_code=303)
     return templates.TemplateResponse(
-        request, "login.html", {"next": _safe_next(next), "demo": services.settings.is_sqlite}
+        request, "login.html", {"next": safe_next(next), "demo": services.settings.is_sqlite}
     )
 
 
