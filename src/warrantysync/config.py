@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRET_FILE = Path(".warrantysync-secret")
@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     stream_buffer: int = Field(512, gt=0)
     send_timeout: float = Field(10, gt=0)
     log_format: Literal["text", "json"] = "text"
+    # When set, GET /metrics wants "Authorization: Bearer <it>" (routes/health.py).
+    metrics_token: SecretStr | None = None
     # Connection limits (warrantysync/httpguard.py).
     max_header_bytes: int = Field(32 * 1024, ge=1024)
     header_timeout: float = Field(10, gt=0)
@@ -81,6 +83,11 @@ class Settings(BaseSettings):
         if isinstance(parts, list) and not parts:
             raise ValueError("needs at least one delay")
         return parts
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("redis_url")
     @classmethod

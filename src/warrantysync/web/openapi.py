@@ -103,7 +103,8 @@ OPERATIONS = {
         "200": {
             "description": "Prometheus text format",
             "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
+        },
+        "401": {**ERROR, "description": "WARRANTYSYNC_METRICS_TOKEN is set and was not sent"},
     },
     ("/readyz", "get"): {
         "200": {"description": "Ready", "content": {"application/json": {"schema": READY}}},
