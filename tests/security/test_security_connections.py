@@ -79,8 +79,8 @@ def test_oversized_headers_are_431_before_they_are_sent(guarded: Live, size: int
         complete = push(sock, b"\r\n\r\n", deadline=0.1) if outcome.status is None else None
     response = outcome.response or (complete.response if complete else b"")
     _json_refusal(response, 431, "header_too_large")
-    if size > 4 * MIB:
-        assert outcome.sent < 4 * MIB, outcome.sent  # cut off long before the end
+    if size > 8 * MIB:
+        assert outcome.sent < 8 * MIB, outcome.sent  # cut off long before the end (buffers)
 
 
 def test_a_head_just_under_the_cap_is_served(guarded: Live) -> None:
