@@ -84,30 +84,32 @@ def supported(version: str) -> bool:
     return SUPPORTED[0] <= (major, minor) < SUPPORTED[1]
 
 
-def protocol_class() -> type[asyncio.Protocol] | None:
+def protocol_class(uvicorn_version: str | None = None) -> type[asyncio.Protocol] | None:
     """The guarded protocol, or None where it was not written for this uvicorn."""
-    version = importlib.metadata.version("uvicorn")
-    missing = [name for name in HOOKS if not callable(getattr(HttpToolsProtocol, name, None))]
-    if not supported(version) or missing:
+    version = uvicorn_version or importlib.metadata.version("uvicorn")
+    if not supported(version):
+        return None
+    if any(not callable(getattr(HttpToolsProtocol, name, None)) for name in HOOKS):
         return None
     return GuardedHttpToolsProtocol
 
 
-def install(config: Config, limits: Limits) -> None:
+def install(config: Config, limits: Limits, *, uvicorn_version: str | None = None) -> None:
     """Serve ``config`` with the guarded protocol, or the safest fallback."""
+    version = uvicorn_version or importlib.metadata.version("uvicorn")
     setattr(config, LIMITS_ATTRIBUTE, limits)
     config.timeout_keep_alive = math.ceil(limits.keep_alive_timeout)  # the fallback's
-    guarded = protocol_class()
+    guarded = protocol_class(version)
     if guarded is not None:
         config.http = guarded
         return
     config.http = "h11"
     config.h11_max_incomplete_event_size = limits.max_header_bytes
     log.warning(
-        "uvicorn %s is not one warrantysync's connection guard was written for: serving"
-        " with h11, whose head size is capped but whose header and body reads have no"
-        " deadline",
-        importlib.metadata.version("uvicorn"),
+        "warrantysync's connection guard does not run with uvicorn %s: serving with"
+        " h11, whose request heads are capped but whose header and body reads have"
+        " no deadline",
+        version,
     )
 
 

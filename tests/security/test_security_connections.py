@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import logging
 import re
 import socket
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 from attack import live_server, sign_in
 from factories import World
@@ -61,13 +63,31 @@ def test_the_guarded_protocol_is_the_one_in_use(guarded: Live) -> None:
     _json_refusal(outcome.response, 431, "header_too_large")
 
 
-def test_the_guard_is_only_used_with_the_uvicorn_it_was_written_for() -> None:
+def test_the_guard_is_only_used_with_the_uvicorn_it_was_written_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     assert httpguard.supported("0.54.0")
     assert httpguard.supported("0.30.6")
     assert not httpguard.supported("0.55.0")
     assert not httpguard.supported("1.0.0")
     assert not httpguard.supported("0.29.0")
     assert not httpguard.supported("nonsense")
+    limits = httpguard.Limits(max_header_bytes=4096, keep_alive_timeout=2.5)
+    guarded = uvicorn.Config("warrantysync.app:app_from_env")
+    httpguard.install(guarded, limits)
+    assert guarded.http is httpguard.GuardedHttpToolsProtocol
+    # Any other uvicorn: its h11 protocol, with the head cap it does offer.
+    fallback = uvicorn.Config("warrantysync.app:app_from_env")
+    logger = logging.getLogger("warrantysync.httpguard")
+    logger.addHandler(caplog.handler)  # the app's logging does not propagate to root
+    try:
+        httpguard.install(fallback, limits, uvicorn_version="0.99.0")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert fallback.http == "h11"
+    assert fallback.h11_max_incomplete_event_size == 4096
+    assert fallback.timeout_keep_alive == 3
+    assert "uvicorn 0.99.0" in caplog.text and "no deadline" in caplog.text
 
 
 @pytest.mark.parametrize("size", [64 * 1024, MIB, 16 * MIB], ids=["64KiB", "1MiB", "16MiB"])
