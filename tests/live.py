@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -25,12 +26,19 @@ class LiveServer:
     """``warrantysync serve`` on a free loopback port, stopped by its own pid."""
 
     def __init__(
-        self, *, env: dict[str, str], log_path: Path, port: int | None = None, workers: int = 1
+        self,
+        *,
+        env: dict[str, str],
+        log_path: Path,
+        port: int | None = None,
+        nofile: tuple[int, int] | None = None,
+        workers: int = 1,
     ) -> None:
         self.env = env
         self.port = port or free_port()
         self.log_path = log_path
         self.workers = workers
+        self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE for the server process
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,6 +65,7 @@ class LiveServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=None if self.nofile is None else self._limit_descriptors,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -69,6 +78,10 @@ class LiveServer:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"server did not answer in {timeout}s:\n{self.log()}")
+
+    def _limit_descriptors(self) -> None:
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -34,24 +34,26 @@ async def test_create_user_normalises_email_and_can_log_in(
     db: Database, accounts: Accounts
 ) -> None:
     user = await admin.create_user(
-        db, email="  Zoe.Park@Example.COM ", name=" Zoe Park ", password="s3cret!"
+        db, email="  Zoe.Park@Example.COM ", name=" Zoe Park ", password="s3cret!!x"
     )
     assert (user.email, user.name, user.is_active) == ("zoe.park@example.com", "Zoe Park", True)
     assert user.password_hash != "s3cret!"
-    logged_in = await accounts.check_password(email="zoe.park@example.com", password="s3cret!")
+    logged_in = await accounts.check_password(email="zoe.park@example.com", password="s3cret!!x")
     assert logged_in.id == user.id
 
 
 async def test_create_inactive_user_cannot_log_in(db: Database, accounts: Accounts) -> None:
-    await admin.create_user(db, email="off@example.com", name="Off", password="pass", active=False)
+    await admin.create_user(
+        db, email="off@example.com", name="Off", password="pass-word", active=False
+    )
     with pytest.raises(InvalidCredentials):
-        await accounts.check_password(email="off@example.com", password="pass")
+        await accounts.check_password(email="off@example.com", password="pass-word")
 
 
 async def test_duplicate_email_is_refused_whatever_the_case(db: Database) -> None:
-    await admin.create_user(db, email="sam@example.com", name="Sam", password="pass")
+    await admin.create_user(db, email="sam@example.com", name="Sam", password="pass-word")
     with pytest.raises(ValidationFailed) as caught:
-        await admin.create_user(db, email="SAM@example.com", name="Sam Two", password="pass")
+        await admin.create_user(db, email="SAM@example.com", name="Sam Two", password="pass-word")
     assert caught.value.extra == {"field": "email", "rule": "unique"}
     assert "already exists" in caught.value.message
 
@@ -66,6 +68,10 @@ async def test_duplicate_email_is_refused_whatever_the_case(db: Database) -> Non
         ({"name": "  "}, "name", "required"),
         ({"name": "n" * 121}, "name", "max_length"),
         ({"password": "abc"}, "password", "min_length"),
+        ({"password": "seven77"}, "password", "min_length"),
+        ({"password": " " * 12}, "password", "blank"),
+        ({"password": "\t\n \u3000" * 3}, "password", "blank"),
+        ({"password": "p" * 1025}, "password", "max_length"),
     ],
 )
 async def test_create_user_rejects_bad_input(
@@ -81,8 +87,8 @@ async def test_create_user_rejects_bad_input(
 
 
 async def test_deactivate_revokes_sessions_and_tokens(db: Database, accounts: Accounts) -> None:
-    user = await admin.create_user(db, email="eve@example.com", name="Eve", password="pass")
-    other = await admin.create_user(db, email="finn@example.com", name="Finn", password="pass")
+    user = await admin.create_user(db, email="eve@example.com", name="Eve", password="pass-word")
+    other = await admin.create_user(db, email="finn@example.com", name="Finn", password="pass-word")
     session = await accounts.open_session(user)
     other_session = await accounts.open_session(other)
     token = await admin.create_token(db, email="eve@example.com", name="script", secret_key=SECRET)
@@ -95,7 +101,7 @@ async def test_deactivate_revokes_sessions_and_tokens(db: Database, accounts: Ac
     assert await accounts.from_cookie(session.token) is None
     assert await accounts.from_bearer(token) is None
     with pytest.raises(InvalidCredentials):
-        await accounts.check_password(email="eve@example.com", password="pass")
+        await accounts.check_password(email="eve@example.com", password="pass-word")
     async with db.read() as s:
         # Revoked for good, not only hidden by is_active: reactivation does not revive them.
         revoked = await s.scalars(select(Session.revoked_at).where(Session.user_id == user.id))
@@ -106,7 +112,9 @@ async def test_deactivate_revokes_sessions_and_tokens(db: Database, accounts: Ac
     await admin.activate_user(db, email="eve@example.com")
     assert await accounts.from_cookie(session.token) is None
     assert await accounts.from_bearer(token) is None
-    assert (await accounts.check_password(email="eve@example.com", password="pass")).id == user.id
+    assert (
+        await accounts.check_password(email="eve@example.com", password="pass-word")
+    ).id == user.id
 
 
 async def test_unknown_user_is_not_found(db: Database) -> None:
@@ -119,8 +127,8 @@ async def test_unknown_user_is_not_found(db: Database) -> None:
 async def test_list_users_shows_memberships(db: Database) -> None:
     downtown = await admin.create_branch(db, name="Downtown", timezone="America/New_York")
     airport = await admin.create_branch(db, name="Airport")
-    await admin.create_user(db, email="b@example.com", name="Bea", password="pass")
-    await admin.create_user(db, email="a@example.com", name="Al", password="pass")
+    await admin.create_user(db, email="b@example.com", name="Bea", password="pass-word")
+    await admin.create_user(db, email="a@example.com", name="Al", password="pass-word")
     await admin.add_member(db, email="b@example.com", branch_id=airport.id, role="manager")
     await admin.add_member(db, email="b@example.com", branch_id=downtown.id, role=Role.viewer)
 
@@ -150,7 +158,7 @@ async def test_create_branch_checks_timezone_and_name(db: Database) -> None:
 
 async def test_members_add_role_remove(db: Database, accounts: Accounts) -> None:
     branch = await admin.create_branch(db, name="Downtown")
-    user = await admin.create_user(db, email="gus@example.com", name="Gus", password="pass")
+    user = await admin.create_user(db, email="gus@example.com", name="Gus", password="pass-word")
 
     await admin.add_member(db, email="gus@example.com", branch_id=branch.id, role="viewer")
     assert await accounts.role_in(user_id=user.id, branch_id=branch.id) is Role.viewer
@@ -175,7 +183,7 @@ async def test_members_add_role_remove(db: Database, accounts: Accounts) -> None
 
 async def test_members_refuse_bad_role_and_unknown_branch(db: Database) -> None:
     branch = await admin.create_branch(db, name="Downtown")
-    await admin.create_user(db, email="hal@example.com", name="Hal", password="pass")
+    await admin.create_user(db, email="hal@example.com", name="Hal", password="pass-word")
     with pytest.raises(ValidationFailed) as caught:
         await admin.add_member(db, email="hal@example.com", branch_id=branch.id, role="owner")
     assert caught.value.extra == {"field": "role", "rule": "choice"}
@@ -186,7 +194,7 @@ async def test_members_refuse_bad_role_and_unknown_branch(db: Database) -> None:
 
 
 async def test_tokens_create_authenticate_revoke(db: Database, accounts: Accounts) -> None:
-    user = await admin.create_user(db, email="ivy@example.com", name="Ivy", password="pass")
+    user = await admin.create_user(db, email="ivy@example.com", name="Ivy", password="pass-word")
     first = await admin.create_token(db, email="ivy@example.com", name="export", secret_key=SECRET)
     second = await admin.create_token(db, email="ivy@example.com", name="import", secret_key=SECRET)
     assert first != second and len(first) >= 40
@@ -213,7 +221,9 @@ async def test_tokens_create_authenticate_revoke(db: Database, accounts: Account
 
 
 async def test_no_token_for_a_deactivated_user(db: Database) -> None:
-    await admin.create_user(db, email="jo@example.com", name="Jo", password="pass", active=False)
+    await admin.create_user(
+        db, email="jo@example.com", name="Jo", password="pass-word", active=False
+    )
     with pytest.raises(ValidationFailed) as caught:
         await admin.create_token(db, email="jo@example.com", name="x", secret_key=SECRET)
     assert caught.value.extra == {"field": "email", "rule": "inactive"}

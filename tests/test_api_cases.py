@@ -1225,21 +1225,37 @@ async def test_new_member_can_be_assigned(as_user: As, services: Services, world
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("bad_id", ["0", "-1", str(2**31), str(2**63), "1" + "0" * 20])
+async def _by_id(alice: Browser, raw_id: str) -> list[httpx.Response]:
+    return [
+        await alice.get(f"/api/cases/{raw_id}"),
+        await alice.get(f"/api/cases/{raw_id}/history"),
+        await alice.get(f"/api/branches/{raw_id}/cases"),
+        await alice.http.patch(
+            f"/api/cases/{raw_id}", json={"changes": {"notes": "x"}}, headers=alice.csrf
+        ),
+        await alice.http.put(
+            f"/api/cases/{raw_id}/locks/notes", headers={**alice.csrf, "X-Client-Id": "tab"}
+        ),
+        await alice.http.post(
+            f"/api/branches/{raw_id}/cases", json={"customer_name": "X"}, headers=alice.csrf
+        ),
+    ]
+
+
+@pytest.mark.parametrize("bad_id", ["0", "00", str(2**31), "9" * 18])
 async def test_out_of_range_ids_are_404_not_500(as_user: As, world: World, bad_id: str) -> None:
     alice = await as_user("alice")
-    responses = [
-        await alice.get(f"/api/cases/{bad_id}"),
-        await alice.get(f"/api/cases/{bad_id}/history"),
-        await alice.get(f"/api/branches/{bad_id}/cases"),
-        await alice.http.patch(
-            f"/api/cases/{bad_id}", json={"changes": {"notes": "x"}}, headers=alice.csrf
-        ),
-        await alice.lock(int(bad_id), "notes", "tab"),
-        await alice.create(int(bad_id), {"customer_name": "X"}),
-    ]
-    for response in responses:
+    for response in await _by_id(alice, bad_id):
         assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("bad_id", ["-1", "+1", str(2**63), "1" + "0" * 20])
+async def test_ids_that_are_not_1_to_18_ascii_digits_are_422(
+    as_user: As, world: World, bad_id: str
+) -> None:
+    alice = await as_user("alice")
+    for response in await _by_id(alice, bad_id):
+        assert_error(response, 422, "validation_error")
 
 
 async def test_history_before_out_of_range_is_422(as_user: As, world: World) -> None:

@@ -92,7 +92,15 @@ def test_users_create_list_deactivate(env: dict[str, str | None]) -> None:
     assert "kim@example.com" in created
 
     assert "already exists" in fails(
-        env, "users", "create", "--email", "kim@example.com", "--name", "K", "--password", "pw-x"
+        env,
+        "users",
+        "create",
+        "--email",
+        "kim@example.com",
+        "--name",
+        "K",
+        "--password",
+        "pw-secret-x",
     )
     assert "not a valid email" in fails(
         env, "users", "create", "--email", "nope", "--name", "N", "--password", "pw-secret"
@@ -136,7 +144,17 @@ def test_branches_and_members(env: dict[str, str | None]) -> None:
     assert "not an IANA time zone" in fails(
         env, "branches", "create", "--name", "X", "--timezone", "Moon/Base"
     )
-    ok(env, "users", "create", "--email", "lu@example.com", "--name", "Lu", "--password", "pw-lu")
+    ok(
+        env,
+        "users",
+        "create",
+        "--email",
+        "lu@example.com",
+        "--name",
+        "Lu",
+        "--password",
+        "pw-lu-secret",
+    )
 
     ok(env, "members", "add", "--email", "lu@example.com", "--branch", "1", "--role", "viewer")
     assert "Harbour (1): viewer" in ok(env, "users", "list")
@@ -167,7 +185,7 @@ def test_tokens_create_list_revoke(env: dict[str, str | None], db_url: str) -> N
         "--name",
         "Bot",
         "--password",
-        "pw-bot",
+        "pw-bot-secret",
     )
     result = CliRunner().invoke(
         main, ["tokens", "create", "--email", "bot@example.com", "--name", "nightly"], env=env

@@ -33,12 +33,12 @@ async def test_refusals_are_the_usual_json_answers(client: httpx.AsyncClient, wo
     assert anonymous.headers["www-authenticate"].startswith("Bearer")
 
     await login(client, "bob@example.com")  # a member of downtown only
-    for raw in ("abc", "1.5", "9" * 40):
+    for raw in ("abc", "1.5", "-1", "+1", "%C2%B2", str(2**63), "9" * 40):
         body = _edge_checked(
             await client.get(f"/api/branches/{raw}/events"), 422, "validation_error"
         )
         assert body["field"] == "branch_id"
-    for branch in (airport, 0, -1, 2**63):
+    for branch in (airport, 0, "9" * 18):
         _edge_checked(await client.get(f"/api/branches/{branch}/events"), 404, "not_found")
     body = _edge_checked(
         await client.get(f"/api/branches/{downtown}/events?client_id=no%20spaces"),

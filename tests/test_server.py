@@ -75,7 +75,9 @@ def seeded_url(db_url: str) -> str:
         db = Database(db_url)
         try:
             branch = await admin.create_branch(db, name="Downtown")
-            await admin.create_user(db, email="sue@example.com", name="Sue", password="pw-sue")
+            await admin.create_user(
+                db, email="sue@example.com", name="Sue", password="pw-sue-secret"
+            )
             await admin.add_member(db, email="sue@example.com", branch_id=branch.id, role="editor")
         finally:
             await db.dispose()

@@ -1,4 +1,4 @@
-"""Settings: every knob of DESIGN §6, read from ``WARRANTYSYNC_*`` variables.
+"""Settings: every knob, read from ``WARRANTYSYNC_*`` variables (README, "Configuration").
 
 Durations are seconds (floats, so tests can shorten them); the browser-facing
 timings keep the ``_MS`` names of the contract and are milliseconds.
@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, HttpUrl, field_validator, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRET_FILE = Path(".warrantysync-secret")
@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     secret_key: str = ""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1"])
+    # No proxy by default: any local process could set X-Forwarded-For.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     public_url: HttpUrl | None = None
     session_ttl: float = Field(43200, gt=0)
     lock_ttl: float = Field(30, gt=0)
@@ -65,6 +66,13 @@ class Settings(BaseSettings):
     stream_buffer: int = Field(512, gt=0)
     send_timeout: float = Field(10, gt=0)
     log_format: Literal["text", "json"] = "text"
+    # When set, GET /metrics wants "Authorization: Bearer <it>" (routes/health.py).
+    metrics_token: SecretStr | None = None
+    # Connection limits (warrantysync/httpguard.py).
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
+    header_timeout: float = Field(10, gt=0)
+    body_timeout: float = Field(30, gt=0)
+    keep_alive_timeout: float = Field(5, gt=0)
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -78,6 +86,11 @@ class Settings(BaseSettings):
         if isinstance(parts, list) and not parts:
             raise ValueError("needs at least one delay")
         return parts
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("redis_url")
     @classmethod

@@ -61,6 +61,12 @@ class PayloadTooLarge(WarrantySyncError):
     code = "payload_too_large"
 
 
+class RequestTimeout(WarrantySyncError):
+    """The request did not arrive in time (warrantysync/httpguard.py)."""
+
+    code = "request_timeout"
+
+
 class IdempotencyKeyReused(WarrantySyncError):
     code = "idempotency_key_reused"
 

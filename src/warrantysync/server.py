@@ -38,6 +38,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import ChangeReload, multiprocess
 
+from . import fdlimit, httpguard
 from .logs import configure_logging, logging_config
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Server(uvicorn.Server):
         super().__init__(config)
         self.app = app
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.fd_watch = fdlimit.FdWatch(httpguard.close_idle)
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         if self.app is None:
@@ -74,8 +76,14 @@ class Server(uvicorn.Server):
         await super().serve(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        fdlimit.raise_limit()  # in every serving process, before it accepts anyone
         await super().startup(sockets=sockets)
         freeze_startup_heap()
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0:  # uvicorn ticks every 0.1 s
+            self.fd_watch.check(self.server_state.connections)
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Only on the first signal; a second SIGINT means "stop now".
@@ -121,6 +129,15 @@ class WorkerProcess(multiprocess.Process):
             from prometheus_client import multiprocess as shared_metrics
 
             shared_metrics.mark_process_dead(self.pid)  # type: ignore[no-untyped-call]
+
+
+def connection_limits(settings: Settings) -> httpguard.Limits:
+    return httpguard.Limits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        keep_alive_timeout=settings.keep_alive_timeout,
+    )
 
 
 def _has(module: str) -> bool:
@@ -174,12 +191,12 @@ def _serve_with(settings: Settings, host: str, port: int, workers: int, reload: 
         # The app reads the forwarded headers itself (web/forwarded.py).
         proxy_headers=False,
         loop="uvloop" if _has("uvloop") else "auto",
-        http="httptools" if _has("httptools") else "auto",
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
         lifespan="on",
         # uvicorn's own loggers write through ours too (every worker applies it).
         log_config=logging_config(settings.log_format),
     )
+    httpguard.install(config, connection_limits(settings))
     if reload:
         server = Server(config)
         ChangeReload(config, target=server.run, sockets=[config.bind_socket()]).run()

@@ -26,12 +26,15 @@ EVIL = "https://evil.example"
 
 
 @contextlib.contextmanager
-def live_server(tmp: Path, template: Path, **env: str) -> Iterator[tuple[LiveServer, World, str]]:
-    """A server on a freshly seeded SQLite copy; ``env`` overrides settings by name."""
+def live_server(
+    tmp: Path, template: Path, nofile: tuple[int, int] | None = None, **env: str
+) -> Iterator[tuple[LiveServer, World, str]]:
+    """A server on a freshly seeded SQLite copy; ``env`` overrides settings by name,
+    ``nofile`` sets the process's (soft, hard) descriptor limit."""
     url, world = seeded_sqlite(tmp, template)
     merged = {**LIVE_ENV, "WARRANTYSYNC_DATABASE_URL": url}
     merged.update({f"WARRANTYSYNC_{k.upper()}": v for k, v in env.items()})
-    server = LiveServer(env=merged, log_path=tmp / "server.log").start()
+    server = LiveServer(env=merged, log_path=tmp / "server.log", nofile=nofile).start()
     try:
         yield server, world, url
     finally:

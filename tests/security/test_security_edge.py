@@ -22,7 +22,11 @@ Live = tuple[LiveServer, World, str]
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory, migrated_template: Path) -> Iterator[Live]:
-    with live_server(tmp_path_factory.mktemp("edge"), migrated_template) as started:
+    # Told to trust 127.0.0.1, as a node behind a local nginx would be; no
+    # proxy is trusted by default (test_forwarded_headers_of_an_untrusted_peer_are_ignored).
+    with live_server(
+        tmp_path_factory.mktemp("edge"), migrated_template, trusted_proxies="127.0.0.1"
+    ) as started:
         yield started
 
 
@@ -180,7 +184,7 @@ def test_session_cookie_is_httponly_lax_and_secure_behind_a_trusted_proxy(edge: 
     assert morsel["samesite"].lower() == "lax"
     assert morsel["path"] == "/"
     assert not morsel["secure"]  # plain http: a Secure cookie would never come back
-    # 127.0.0.1 is the default trusted proxy, so its X-Forwarded-Proto counts.
+    # 127.0.0.1 is this server's trusted proxy, so its X-Forwarded-Proto counts.
     proxied = _login_raw(edge[0].url, {"X-Forwarded-Proto": "https"})
     morsel = _cookie(proxied)[SESSION_COOKIE]
     assert morsel["secure"] is True
@@ -188,11 +192,14 @@ def test_session_cookie_is_httponly_lax_and_secure_behind_a_trusted_proxy(edge: 
     assert morsel["samesite"].lower() == "lax"
 
 
+@pytest.mark.parametrize("trusted", ["192.0.2.1", None], ids=["another-peer", "default"])
 def test_forwarded_headers_of_an_untrusted_peer_are_ignored(
-    tmp_path: Path, migrated_template: Path
+    tmp_path: Path, migrated_template: Path, trusted: str | None
 ) -> None:
     # 192.0.2.1 (TEST-NET-1) is only a configuration value: no traffic goes there.
-    with live_server(tmp_path, migrated_template, trusted_proxies="192.0.2.1") as (server, *_):
+    # By default no proxy at all is trusted, 127.0.0.1 included.
+    env = {} if trusted is None else {"trusted_proxies": trusted}
+    with live_server(tmp_path, migrated_template, **env) as (server, *_):
         response = _login_raw(server.url, {"X-Forwarded-Proto": "https"})
         assert response.status_code == 200
         assert not _cookie(response)[SESSION_COOKIE]["secure"]

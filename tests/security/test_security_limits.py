@@ -131,8 +131,10 @@ def test_lock_calls_per_user_are_limited(limits: Live) -> None:
 
 
 def test_requests_per_ip_are_limited(tmp_path: Path, migrated_template: Path) -> None:
-    with live_server(tmp_path, migrated_template, rate_limit_ip="20/minute") as (server, *_):
-        # 127.0.0.1 is a trusted proxy: X-Forwarded-For names the client.
+    with live_server(
+        tmp_path, migrated_template, rate_limit_ip="20/minute", trusted_proxies="127.0.0.1"
+    ) as (server, *_):
+        # 127.0.0.1 is made a trusted proxy: X-Forwarded-For names the client.
         flood = {"X-Forwarded-For": "203.0.113.7"}
         with httpx.Client(base_url=server.url, headers=flood) as attacker:
             statuses = [attacker.get("/api/me").status_code for _ in range(20)]

@@ -3,8 +3,10 @@
 ``WARRANTYSYNC_RATE_LIMIT_LOGIN`` keeps its default per-account item (5
 failures per 15 minutes); the per-IP item is lowered from 50 to 12 only so
 that the test spends 12 argon2 checks instead of 50 finding the edge. The
-server trusts 127.0.0.1 as a proxy, so each test speaks for its own client IP
-through ``X-Forwarded-For`` and the tests do not share a per-IP count.
+``limited`` server is told to trust 127.0.0.1 as a proxy, so each test speaks
+for its own client IP through ``X-Forwarded-For`` and the tests do not share a
+per-IP count. By default no proxy is trusted, and the same header from a
+local process is ignored (``test_a_spoofed_client_ip_does_not_escape_...``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ PER_IP = 12
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory, migrated_template: Path) -> Iterator[Live]:
     with live_server(
-        tmp_path_factory.mktemp("login"), migrated_template, rate_limit_login=LOGIN_LIMIT
+        tmp_path_factory.mktemp("login"),
+        migrated_template,
+        rate_limit_login=LOGIN_LIMIT,
+        trusted_proxies="127.0.0.1",
     ) as started:
         yield started
 
@@ -80,6 +85,19 @@ def test_per_ip_throttling(limited: Live) -> None:
     _assert_throttled(_login(server, "carol@example.com", PASSWORD, ip))
     # Another address is not affected.
     assert _login(server, "carol@example.com", PASSWORD, "198.51.100.4").status_code == 200
+
+
+def test_a_spoofed_client_ip_does_not_escape_the_per_ip_limit(
+    tmp_path: Path, migrated_template: Path
+) -> None:
+    # The default: no proxy is trusted, so any local process's X-Forwarded-For
+    # is only a header, and every attempt below comes from 127.0.0.1.
+    with live_server(tmp_path, migrated_template, rate_limit_login=LOGIN_LIMIT) as (server, *_):
+        for n in range(PER_IP):
+            response = _login(server, f"spoof{n}@example.com", "wrong", f"203.0.113.{n + 1}")
+            assert_error(response, 401, "invalid_credentials")
+        _assert_throttled(_login(server, "carol@example.com", PASSWORD, "203.0.113.200"))
+        _assert_throttled(_login(server, "carol@example.com", PASSWORD, "198.51.100.77"))
 
 
 @pytest.fixture(scope="module")

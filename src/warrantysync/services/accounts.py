@@ -40,13 +40,41 @@ TOUCH_EVERY = dt.timedelta(seconds=60)
 # Ids are 32-bit INTEGER columns: a larger id from a URL names nothing (and
 # would make the database driver raise instead of finding no row).
 MAX_ID = 2**31 - 1
+PASSWORD_MIN_LENGTH = 8
+# The most a login reads as a password, and so the most one may be set to.
+PASSWORD_MAX_LENGTH = 1024
+
+
+def check_new_password(password: str) -> None:
+    """The password policy, for every place a person sets a password.
+
+    At least 8 characters, not only whitespace, and at most what a login reads
+    (``PASSWORD_MAX_LENGTH``): a longer one could be set but never used.
+    """
+    if len(password) < PASSWORD_MIN_LENGTH:
+        raise ValidationFailed(
+            f"password: must be at least {PASSWORD_MIN_LENGTH} characters",
+            field="password",
+            rule="min_length",
+        )
+    if not password.strip():
+        raise ValidationFailed(
+            "password: must not be only whitespace", field="password", rule="blank"
+        )
+    if len(password) > PASSWORD_MAX_LENGTH:
+        raise ValidationFailed(
+            f"password: must be at most {PASSWORD_MAX_LENGTH} characters",
+            field="password",
+            rule="max_length",
+        )
 
 
 def hash_password(password: str) -> str:
-    if len(password) < 4:
-        raise ValidationFailed(
-            "password: must be at least 4 characters", field="password", rule="min_length"
-        )
+    """The argon2 hash of ``password``; the policy is :func:`check_new_password`.
+
+    Apart from the policy so that ``warrantysync demo`` can give its documented
+    accounts the password ``demo``.
+    """
     return _hasher.hash(password)
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..errors import NotFound, ValidationFailed
 from ..storage.db import Database
 from ..storage.models import ApiToken, Branch, Membership, Role, Session, User, utcnow
-from .accounts import hash_password, token_hash
+from .accounts import check_new_password, hash_password, token_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +134,7 @@ async def create_user(
 ) -> User:
     address = normalize_email(email)
     clean_name = _name(name)
+    check_new_password(password)
     # argon2 is deliberately slow; keep it off the event loop.
     password_hash = await anyio.to_thread.run_sync(hash_password, password)
     duplicate = ValidationFailed(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import Unavailable
+from ..ids import parse_id
 from ..jsonutil import dumps
 from ..storage import outbox
 from .accounts import Principal
@@ -144,7 +145,7 @@ class Stream:
         head = self.broker.head(self.branch_id)
         if self.resume is None:
             return head, []
-        resume = _parse_id(self.resume)
+        resume = parse_id(self.resume)
         if resume is not None and resume > head:
             head = await self._db_head()
         if resume is None or resume > head or head - resume > self.config.replay_window:
@@ -181,13 +182,6 @@ class Stream:
             "server_time": time.time(),
         }
         return encode(READY, dumps(payload), caught_up)
-
-
-def _parse_id(raw: str) -> int | None:
-    raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 18:
-        return None
-    return int(raw)
 
 
 def _sync_required(reason: str) -> bytes:

@@ -1,8 +1,8 @@
 """Request dependencies: services, the caller, CSRF/Origin, the raw JSON body.
 
-Checks run in the order of DESIGN §3 — 401, then 403 for CSRF/Origin, then
-413, then 415 — so each route lists them in that order and does the rest
-(404, role, rate limit, idempotency, body) itself.
+Checks run in the order docs/protocol.md gives for PATCH — 401, then 403 for
+CSRF/Origin, then 413, then 415 — so each route lists them in that order and
+does the rest (404, role, rate limit, idempotency, body) itself.
 """
 
 from __future__ import annotations
@@ -11,14 +11,38 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
+from starlette.requests import ClientDisconnect
 
 from ..container import Services
-from ..errors import CsrfFailed, NotAuthenticated, PayloadTooLarge, UnsupportedMediaType
+from ..errors import (
+    CsrfFailed,
+    NotAuthenticated,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from ..ids import ID_RULE, parse_id
 from ..services.accounts import Principal
 
 SESSION_COOKIE = "warrantysync_session"
 MAX_BODY = 64 * 1024
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _ascii_id(value: object) -> object:
+    if isinstance(value, str):
+        parsed = parse_id(value)
+        if parsed is None:
+            raise PydanticCustomError("id", ID_RULE)
+        return parsed
+    return value
+
+
+# An id in a path or query: ASCII digits only (warrantysync/ids.py), else 422
+# naming the parameter. A plain `int` would also take "+5", " 5" and "5.0".
+Id = Annotated[int, BeforeValidator(_ascii_id)]
 
 
 async def get_services(request: Request) -> Services:
@@ -96,22 +120,46 @@ async def checked_writer(
 Writer = Annotated[Principal, Depends(checked_writer)]
 
 
-async def json_body(request: Request, _writer: Writer) -> bytes:
-    """The raw body: at most 64 KiB (413), declared as JSON (415)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY // 1024} KiB")
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request body, through the one cap every route reads it by.
+
+    413 as soon as the body is known to pass ``limit`` — from its declared
+    ``Content-Length`` before reading a byte, or while counting a chunked one
+    — without reading the rest. A route that takes no body never calls this,
+    so it never reads one; the connection's protocol (warrantysync/httpguard.py)
+    then closes the connection instead of reading on. FastAPI would read a
+    declared body parameter whole before any check, so no route declares one
+    (tests/security/test_security_body.py keeps it so).
+    """
+    too_large = PayloadTooLarge(f"request body is larger than {limit // 1024} KiB")
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise PayloadTooLarge(f"request body is larger than {MAX_BODY // 1024} KiB")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Gone, or cut off by the body deadline: the answer reaches nobody.
+        raise RequestTimeout("the request body did not arrive") from None
+    return b"".join(chunks)
+
+
+def require_json(request: Request) -> None:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise UnsupportedMediaType("send the body as application/json")
-    return b"".join(chunks)
+
+
+async def json_body(request: Request, _writer: Writer) -> bytes:
+    """The raw body of a write: at most 64 KiB (413), declared as JSON (415)."""
+    raw = await read_body(request)
+    require_json(request)
+    return raw
 
 
 RawJson = Annotated[bytes, Depends(json_body)]

@@ -14,6 +14,8 @@ from .. import errors as E
 from ..jsonutil import dumps
 
 log = logging.getLogger(__name__)
+# The first element of a FastAPI validation error's location.
+LOCATIONS = frozenset({"body", "path", "query", "header", "cookie"})
 
 INTERNAL = {"error": "internal", "message": "something went wrong"}
 
@@ -22,6 +24,7 @@ STATUS: dict[type[E.WarrantySyncError], int] = {
     E.InvalidCredentials: 401,
     E.Forbidden: 403,
     E.NotFound: 404,
+    E.RequestTimeout: 408,
     E.PayloadTooLarge: 413,
     E.UnsupportedMediaType: 415,
     E.ValidationFailed: 422,
@@ -76,9 +79,13 @@ def install(app: FastAPI) -> None:
     async def invalid(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        loc = tuple(first.get("loc", ()))
+        if loc and loc[0] in LOCATIONS:  # name the parameter, not where it was sent
+            loc = loc[1:]
+        where = ".".join(str(part) for part in loc)
         message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
-        return json_response(422, {"error": "validation_error", "message": message, "field": where})
+        body = {"error": "validation_error", "message": message, "field": where}
+        return json_response(422, {**body, "rule": str(first.get("type", "invalid"))})
 
     app.add_exception_handler(E.WarrantySyncError, domain)
     app.add_exception_handler(StarletteHTTPException, http)

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from ..casefields import EDITABLE, FIELDS, Field
+from ..services.accounts import PASSWORD_MAX_LENGTH
 
 
 def field_schema(spec: Field) -> dict[str, Any]:
@@ -52,6 +53,14 @@ SCHEMAS: dict[str, Any] = {
         "properties": {spec.name: field_schema(spec) for spec in FIELDS},
     },
     "CaseFields": {"type": "object", "properties": _FIELDS, "additionalProperties": False},
+    "Login": {
+        "type": "object",
+        "required": ["email", "password"],
+        "properties": {
+            "email": {"type": "string", "maxLength": 254},
+            "password": {"type": "string", "maxLength": PASSWORD_MAX_LENGTH},
+        },
+    },
     "CasePatch": {
         "type": "object",
         "required": ["changes"],
@@ -79,6 +88,7 @@ CASE_OPERATIONS = {
     ("/api/branches/{branch_id}/cases", "post"),
 }
 BODIES = {
+    ("/api/auth/login", "post"): "Login",
     ("/api/cases/{case_id}", "patch"): "CasePatch",
     ("/api/branches/{branch_id}/cases", "post"): "CaseFields",
 }
@@ -90,7 +100,8 @@ OPERATIONS = {
         "200": {
             "description": "Prometheus text format",
             "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
+        },
+        "401": {**ERROR, "description": "WARRANTYSYNC_METRICS_TOKEN is set and was not sent"},
     },
     ("/readyz", "get"): {
         "200": {"description": "Ready", "content": {"application/json": {"schema": READY}}},

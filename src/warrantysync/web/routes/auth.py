@@ -6,24 +6,51 @@ import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from ...errors import InvalidCredentials, RateLimited
-from ..deps import SESSION_COOKIE, CurrentUser, ServicesDep, Writer, check_origin, client_ip
+from ...errors import InvalidCredentials, RateLimited, ValidationFailed
+from ...services.accounts import PASSWORD_MAX_LENGTH
+from ..deps import (
+    SESSION_COOKIE,
+    CurrentUser,
+    ServicesDep,
+    Writer,
+    check_origin,
+    client_ip,
+    read_body,
+    require_json,
+)
 from ..errors import json_response
 from ..security import session_cookie_header
+from .cases import parse_object
 
 router = APIRouter(prefix="/api")
 
 
 class LoginBody(BaseModel):
     email: str = Field(max_length=254)
-    password: str = Field(max_length=1024)
+    password: str = Field(max_length=PASSWORD_MAX_LENGTH)
+
+
+def login_body(raw: bytes) -> LoginBody:
+    try:
+        return LoginBody.model_validate(parse_object(raw))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise ValidationFailed(
+            f"{where}: {first['msg']}", field=where, rule=first["type"]
+        ) from None
 
 
 @router.post("/auth/login")
-async def login(body: LoginBody, request: Request, services: ServicesDep) -> Response:
+async def login(request: Request, services: ServicesDep) -> Response:
+    # Anonymous, so the body is read only after the Origin check, and only
+    # through the cap: FastAPI would read a declared body whole first.
     check_origin(request, services)
+    raw = await read_body(request)
+    require_json(request)
+    body = login_body(raw)
     email = body.email.strip().lower()
     ip = client_ip(request)
     await services.limits.check_login(email, ip)

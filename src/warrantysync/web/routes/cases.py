@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import string
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +18,7 @@ from ...services.cases import Actor
 from ...services.fields import check_subset
 from ...services.live import live_state
 from ...storage.models import Role
-from ..deps import CurrentUser, RawJson, ServicesDep, Writer
+from ..deps import CurrentUser, Id, RawJson, ServicesDep, Writer
 from ..errors import body_of, json_response, status_of
 
 router = APIRouter(prefix="/api")
@@ -70,7 +70,7 @@ def etag_matches(header: str | None, etag: str) -> bool:
 
 @router.get("/branches/{branch_id}/cases")
 async def list_cases(
-    branch_id: int, request: Request, principal: CurrentUser, services: ServicesDep
+    branch_id: Id, request: Request, principal: CurrentUser, services: ServicesDep
 ) -> Response:
     await services.accounts.branch_access(user_id=principal.user_id, branch_id=branch_id)
     cases, head = await services.cases.snapshot(branch_id=branch_id)
@@ -92,7 +92,7 @@ async def list_cases(
 
 @router.post("/branches/{branch_id}/cases", status_code=201)
 async def create_case(
-    branch_id: int, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
+    branch_id: Id, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
 ) -> Response:
     await services.accounts.branch_access(
         user_id=principal.user_id, branch_id=branch_id, minimum=Role.editor, action="create cases"
@@ -105,14 +105,14 @@ async def create_case(
 
 
 @router.get("/cases/{case_id}")
-async def get_case(case_id: int, principal: CurrentUser, services: ServicesDep) -> Response:
+async def get_case(case_id: Id, principal: CurrentUser, services: ServicesDep) -> Response:
     await services.accounts.case_access(user_id=principal.user_id, case_id=case_id)
     return json_response(200, await services.cases.get(case_id=case_id))
 
 
 @router.patch("/cases/{case_id}")
 async def patch_case(
-    case_id: int, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
+    case_id: Id, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
 ) -> Response:
     started = time.perf_counter()
     branch_id, _role = await services.accounts.case_access(
@@ -203,7 +203,7 @@ async def _patch(
 
 @router.delete("/cases/{case_id}", status_code=204)
 async def delete_case(
-    case_id: int, request: Request, principal: Writer, services: ServicesDep
+    case_id: Id, request: Request, principal: Writer, services: ServicesDep
 ) -> Response:
     await services.accounts.case_access(
         user_id=principal.user_id, case_id=case_id, minimum=Role.manager, action="delete cases"
@@ -217,11 +217,11 @@ async def delete_case(
 
 @router.get("/cases/{case_id}/history")
 async def history(
-    case_id: int,
+    case_id: Id,
     principal: CurrentUser,
     services: ServicesDep,
     limit: int = Query(500, ge=1, le=500),
-    before: int | None = Query(None, ge=1, le=2**63 - 1),
+    before: Annotated[Id | None, Query(ge=1)] = None,
 ) -> Response:
     await services.accounts.case_access(user_id=principal.user_id, case_id=case_id)
     rows = await services.cases.history(case_id=case_id, limit=limit, before=before)

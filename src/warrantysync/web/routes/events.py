@@ -15,13 +15,13 @@ from starlette.requests import Request
 
 from ...container import Services
 from ...errors import NotAuthenticated, TooManyStreams, Unavailable, ValidationFailed
+from ...ids import ID_RULE, parse_id
 from ...services.streams import Stream, StreamConfig
 from ..deps import optional_principal
 from ..sse import EventStreamResponse
 from .cases import CLIENT_ID_CHARS
 
 PATH = re.compile(r"/api/branches/([^/]+)/events")
-BRANCH_ID = re.compile(r"[+-]?[0-9]{1,30}")
 
 
 def _client_id(raw: str | None) -> str:
@@ -37,9 +37,10 @@ def _client_id(raw: str | None) -> str:
 
 
 def _branch_id(raw: str) -> int:
-    if not BRANCH_ID.fullmatch(raw):
-        raise ValidationFailed("branch_id: must be an integer", field="branch_id", rule="type")
-    return int(raw)
+    branch_id = parse_id(raw)
+    if branch_id is None:
+        raise ValidationFailed(f"branch_id: {ID_RULE}", field="branch_id", rule="id")
+    return branch_id
 
 
 async def open_stream(request: Request, raw_branch_id: str) -> EventStreamResponse:

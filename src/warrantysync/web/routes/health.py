@@ -10,9 +10,11 @@ alike — answering 503 then would pull the whole cluster out at once.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import hmac
 
-from ...errors import Unavailable
+from fastapi import APIRouter, Request, Response
+
+from ...errors import NotAuthenticated, Unavailable
 from ..deps import ServicesDep
 from ..errors import json_response
 
@@ -46,7 +48,14 @@ async def readyz(services: ServicesDep) -> Response:
 
 
 @router.get("/metrics")
-async def metrics(services: ServicesDep) -> Response:
+async def metrics(request: Request, services: ServicesDep) -> Response:
+    token = services.settings.metrics_token
+    if token is not None:
+        # Constant time, so the answer's timing tells nothing about the token.
+        sent = request.headers.get("authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            raise NotAuthenticated("send Authorization: Bearer <WARRANTYSYNC_METRICS_TOKEN>")
     return Response(
         services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
     )

@@ -8,7 +8,7 @@ from ...errors import ValidationFailed
 from ...services.fields import check_field_name
 from ...services.locks import Owner
 from ...storage.models import Role
-from ..deps import ServicesDep, Writer
+from ..deps import Id, ServicesDep, Writer
 from ..errors import json_response
 from .cases import client_id_of
 
@@ -26,7 +26,7 @@ def _required_client_id(request: Request) -> str:
 
 @router.put("/cases/{case_id}/locks/{field}")
 async def acquire(
-    case_id: int, field: str, request: Request, principal: Writer, services: ServicesDep
+    case_id: Id, field: str, request: Request, principal: Writer, services: ServicesDep
 ) -> Response:
     branch_id, _role = await services.accounts.case_access(
         user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
@@ -45,7 +45,7 @@ async def acquire(
 
 @router.delete("/cases/{case_id}/locks/{field}", status_code=204)
 async def release(
-    case_id: int, field: str, request: Request, principal: Writer, services: ServicesDep
+    case_id: Id, field: str, request: Request, principal: Writer, services: ServicesDep
 ) -> Response:
     branch_id, role = await services.accounts.case_access(
         user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"

@@ -1,12 +1,14 @@
 // Progressive enhancement of the sign-in form: without JS it still posts.
 
+import { safeNext } from './nexturl.js';
+
 const form = document.getElementById('login-form');
 const errorBox = document.getElementById('login-error');
 
-/** Only same-site paths, so ?next= cannot bounce the user to another site. */
+/** Only same-origin paths, so ?next= cannot bounce the user to another site. */
 function nextUrl() {
   const next = form.dataset.next || new URLSearchParams(location.search).get('next');
-  return next && next.startsWith('/') && !next.startsWith('//') && !next.includes('\\') ? next : '/';
+  return safeNext(next, location.origin);
 }
 
 function showError(message) {
