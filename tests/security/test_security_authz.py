@@ -40,6 +40,13 @@ ACCOUNTS = {
 MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
     "me": ("GET", "/api/me", None, (401, 200, 200, 200, 200, 401, 401)),
     "logout": ("POST", "/api/auth/logout", None, (401, 204, 204, 204, 204, 401, 401)),
+    # A wrong current password: every signed-in caller may try (and is refused), no one else.
+    "password": (
+        "POST",
+        "/api/auth/password",
+        {"current_password": "not-the-one", "new_password": "long enough"},
+        (401, 422, 422, 422, 422, 401, 401),
+    ),
     "snapshot": ("GET", "/api/branches/{b}/cases", None, (401, 200, 200, 200, 404, 401, 401)),
     "create": (
         "POST",
@@ -71,6 +78,7 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
     ),
     "index page": ("GET", "/", None, (303, 200, 200, 200, 200, 303, 303)),
     "branch page": ("GET", "/branch/{b}", None, (303, 200, 200, 200, 404, 303, 303)),
+    "case page": ("GET", "/branch/{b}/cases/{c}", None, (303, 200, 200, 200, 404, 303, 303)),
     "healthz": ("GET", "/healthz", None, (200,) * 7),
     "readyz": ("GET", "/readyz", None, (200,) * 7),
     "metrics": ("GET", "/metrics", None, (200,) * 7),

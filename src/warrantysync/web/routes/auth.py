@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from ...errors import InvalidCredentials, RateLimited
+from ...errors import InvalidCredentials, RateLimited, ValidationFailed
 from ..deps import SESSION_COOKIE, CurrentUser, ServicesDep, Writer, check_origin, client_ip
 from ..errors import json_response
 from ..security import session_cookie_header
@@ -51,6 +51,34 @@ async def login(body: LoginBody, request: Request, services: ServicesDep) -> Res
         )
     )
     return response
+
+
+class PasswordBody(BaseModel):
+    current_password: str = Field(max_length=4096)
+    new_password: str = Field(max_length=4096)
+
+
+@router.post("/auth/password")
+async def change_password(
+    body: PasswordBody, request: Request, principal: Writer, services: ServicesDep
+) -> dict[str, int]:
+    """A new password for the caller; every other session of theirs ends."""
+    ip = client_ip(request)
+    # Guessing the current password is guessing a login: same budget, same 429.
+    await services.limits.check_login(principal.email, ip)
+    try:
+        ended = await services.accounts.change_password(
+            principal, current_password=body.current_password, new_password=body.new_password
+        )
+    except InvalidCredentials:
+        with contextlib.suppress(RateLimited):
+            await services.limits.login_failed(principal.email, ip)
+        raise ValidationFailed(
+            "current_password: is not your current password",
+            field="current_password",
+            rule="incorrect",
+        ) from None
+    return {"sessions_ended": ended}
 
 
 @router.post("/auth/logout", status_code=204)
