@@ -3,12 +3,13 @@
 #
 # Checks for: /usr/bin/chromium (Playwright drives it; never `playwright install`),
 # redis-server, PostgreSQL server binaries, mariadbd/mysqld, nginx (the documented proxy
-# config runs in front of a server), openssl (its test certificate) and node. As root it runs
+# config runs in front of a server), openssl (its test certificate), node and npm. As root it runs
 # `apt-get update` once and installs what is missing; as anyone else it warns and
 # carries on, and the tests that need a missing server skip with a reason.
 #
 # The servers are never used as system services: tests start private instances on
 # free loopback ports (tests/servers.py). Services that apt may start are left alone.
+# npm installs axe-core for the accessibility tests (`make axe`).
 set -euo pipefail
 
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" # mariadbd and nginx live in /usr/sbin
@@ -26,6 +27,7 @@ have mariadbd || have mysqld || missing+=(mariadb-server)
 have nginx || missing+=(nginx)
 have openssl || missing+=(openssl)
 have node || missing+=(nodejs)
+have npm || missing+=(npm)
 
 if ((${#missing[@]} == 0)); then
     exit 0
