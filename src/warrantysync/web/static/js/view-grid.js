@@ -42,13 +42,18 @@ export function createGrid(ctx, { table, panel, actions, toast, peek, openHelp, 
 
   /** Keep exactly one tab stop in the grid, on a cell that still exists. */
   function ensureActive() {
-    if (active && table.cellTarget(active.row, active.col) && table.columns().includes(active.col)
-        && table.rowModel().includes(active.row)) {
+    const rows = table.rowModel();
+    // The header is the stop only while there are no rows, or while the user is on it.
+    const parked = active && active.row === HEADER && rows.length > 1 && !table.element.contains(document.activeElement);
+    if (active && !parked && table.cellTarget(active.row, active.col) && table.columns().includes(active.col)
+        && rows.includes(active.row)) {
       setActive(active);
       return;
     }
-    const [, first] = table.rowModel();
-    setActive({ row: first ?? HEADER, col: table.columns()[0] });
+    const previous = active && table.cellTarget(active.row, active.col);
+    if (previous) previous.tabIndex = -1;
+    active = null;
+    setActive({ row: rows[1] ?? HEADER, col: table.columns()[0] });
   }
 
   function focusCell(position) {

@@ -247,12 +247,12 @@ export function createView({ root, config, store, actions }) {
     if (type === 'created') {
       if (change.snapshot) {
         table.render(caseId);
-        needsSort = true;
+        needsSort = true; // counted once the whole snapshot is in
       } else {
         const row = table.insert(caseId);
         if (change.remote) flash(row.tr, 'row-new');
+        updateCount();
       }
-      updateCount();
     } else if (type === 'case') {
       for (const field of change.fields) table.renderCell(caseId, field, { highlight: change.remote });
       table.refreshVisibility(caseId);
