@@ -75,7 +75,6 @@ export function decorate(holder, control, caseId, field, ctx) {
           type: 'button',
           class: 'lock-badge lock-release',
           title: `Release ${name}'s lock`,
-          'aria-label': `Release the lock ${name} holds on this field`,
           onclick: (event) => {
             event.preventDefault();
             event.stopPropagation();
@@ -85,7 +84,9 @@ export function decorate(holder, control, caseId, field, ctx) {
         : h('span', { class: 'lock-badge', 'aria-hidden': 'true' });
       holder.prepend(badge);
     }
-    badge.textContent = `🔒 ${initials(name)}`;
+    // The visible initials start the button's name, the rest is for screen readers.
+    badge.replaceChildren(`🔒 ${initials(name)}`, ...(badge.tagName === 'BUTTON'
+      ? [h('span', { class: 'visually-hidden', text: ` — release ${name}'s lock on this field` })] : []));
     // Said to screen readers too: the lock is more than a colour and a glyph.
     control.setAttribute('aria-label', `${control.dataset.label}, locked by ${name}`);
   } else {
