@@ -4,7 +4,7 @@
 // arrows, Home/End and the page keys move it (grid.js says where). Moving
 // never takes a lock. Editing starts on an explicit gesture -- a click into
 // the control, Enter/F2, a typed character, a paste, a pick -- and only then
-// is the lock taken (docs/architecture.md, "Focus"); Enter/Tab commit and
+// is the lock taken (docs/protocol.md, "Browser page: DOM hooks"); Enter/Tab commit and
 // move, Escape cancels and keeps the cell. In the panel the fields are a
 // form reached with Tab; there too the lock waits for the first change.
 
