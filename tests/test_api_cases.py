@@ -421,6 +421,7 @@ def invalid_cases(world: World, tomorrow: str) -> list[tuple[str, Any, str]]:
         ("purchase_date", 20240115, "type"),
         ("assignee_id", world.users["erin"], "member"),  # airport only
         ("assignee_id", 999999, "member"),
+        ("assignee_id", world.users["carol"], "assignable"),  # a viewer of downtown
         ("assignee_id", "2", "type"),
         ("notes", 5, "type"),
         ("colour", "red", "unknown_field"),
@@ -448,7 +449,6 @@ def valid_cases(world: World, today: str) -> list[tuple[str, Any, Any]]:
         ("purchase_date", "2020-02-29", "2020-02-29"),
         ("purchase_date", None, None),
         ("assignee_id", world.users["bob"], world.users["bob"]),
-        ("assignee_id", world.users["carol"], world.users["carol"]),  # viewers are members too
         ("assignee_id", None, None),
     ]
     return cases
@@ -535,6 +535,22 @@ async def test_assignee_must_be_a_member_of_the_cases_branch(as_user: As, world:
         world.cases["phone"], {"changes": {"assignee_id": world.users["erin"]}}
     )
     assert_error(refused, 422, "validation_error", "assignee_id")
+
+
+async def test_a_viewer_cannot_be_the_assignee(as_user: As, world: World) -> None:
+    dave = await as_user("dave")
+    phone = world.cases["phone"]
+    refused = await dave.patch(phone, {"changes": {"assignee_id": world.users["carol"]}})
+    assert_error(refused, 422, "validation_error", "assignee_id")
+    assert refused.json()["rule"] == "assignable"
+    assert (await dave.get(f"/api/cases/{phone}")).json()["assignee_id"] is None
+    created = await dave.create(
+        world.branches["downtown"],
+        {"customer_name": "Vi Ewer", "assignee_id": world.users["carol"]},
+    )
+    assert_error(created, 422, "validation_error", "assignee_id")
+    ok = await dave.patch(phone, {"changes": {"assignee_id": world.users["dave"]}})
+    assert ok.status_code == 200, ok.text
 
 
 @pytest.mark.parametrize(
@@ -1219,7 +1235,7 @@ async def test_new_member_can_be_assigned(as_user: As, services: Services, world
     response = await alice.patch(world.cases["phone"], {"changes": {"assignee_id": frank}})
     assert_error(response, 422, "validation_error", "assignee_id")
     await add_member(
-        services.db, user_id=frank, branch_id=world.branches["downtown"], role=Role.viewer
+        services.db, user_id=frank, branch_id=world.branches["downtown"], role=Role.editor
     )
     response = await alice.patch(world.cases["phone"], {"changes": {"assignee_id": frank}})
     assert response.status_code == 200, response.text

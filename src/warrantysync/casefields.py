@@ -87,8 +87,10 @@ class Field:
     nullable: bool = False
     # A date not after today in the case's branch's time zone.
     not_future: bool = False
-    # A user id of a member of the case's branch.
+    # A user id of a member of the case's branch...
     member_of_branch: bool = False
+    # ...whose role there is one of these (empty: any role).
+    member_roles: tuple[str, ...] = ()
     minimum: int | None = None
     # Stored as TEXT rather than VARCHAR(max_length): the validator alone
     # keeps the limit, so raising it needs no migration.
@@ -125,6 +127,7 @@ class Field:
             "choices": None if self.choices is None else [c.value for c in self.choices],
             "not_future": self.not_future,
             "member_of_branch": self.member_of_branch,
+            "member_roles": list(self.member_roles),
             "default": default,
         }
 
@@ -188,6 +191,8 @@ FIELDS: tuple[Field, ...] = (
         kind=Kind.select,
         nullable=True,
         member_of_branch=True,
+        # Whoever works on a case must be able to edit it: never a viewer.
+        member_roles=("editor", "manager"),
     ),
     _multiline("notes", "Notes", 5000),
     Field(name="version", json_type="integer", label="Version", minimum=1),

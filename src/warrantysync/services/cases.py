@@ -31,7 +31,7 @@ from .idempotency import Replay, store_answer
 Publish = Callable[[Event], Awaitable[None]]
 PRUNE_EVERY = 100
 # For changes to fields outside F.CONTEXT_FIELDS, whose rules never read it.
-NO_CONTEXT = F.Context(timezone="UTC", member_ids=frozenset())
+NO_CONTEXT = F.Context(timezone="UTC", members={})
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,10 +254,10 @@ async def _live_case(
 
 async def field_context(session: AsyncSession, *, branch_id: int) -> F.Context:
     timezone = await session.scalar(select(Branch.timezone).where(Branch.id == branch_id))
-    members = await session.scalars(
-        select(Membership.user_id).where(Membership.branch_id == branch_id)
+    members = await session.execute(
+        select(Membership.user_id, Membership.role).where(Membership.branch_id == branch_id)
     )
-    return F.Context(timezone=timezone or "UTC", member_ids=frozenset(members.all()))
+    return F.Context(timezone=timezone or "UTC", members={uid: role.value for uid, role in members})
 
 
 async def _check_expected(

@@ -61,6 +61,14 @@ SCHEMAS: dict[str, Any] = {
             "password": {"type": "string", "maxLength": PASSWORD_MAX_LENGTH},
         },
     },
+    "PasswordChange": {
+        "type": "object",
+        "required": ["current_password", "new_password"],
+        "properties": {
+            "current_password": {"type": "string", "maxLength": 4 * PASSWORD_MAX_LENGTH},
+            "new_password": {"type": "string", "maxLength": 4 * PASSWORD_MAX_LENGTH},
+        },
+    },
     "CasePatch": {
         "type": "object",
         "required": ["changes"],
@@ -89,6 +97,7 @@ CASE_OPERATIONS = {
 }
 BODIES = {
     ("/api/auth/login", "post"): "Login",
+    ("/api/auth/password", "post"): "PasswordChange",
     ("/api/cases/{case_id}", "patch"): "CasePatch",
     ("/api/branches/{branch_id}/cases", "post"): "CaseFields",
 }

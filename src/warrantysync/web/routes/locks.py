@@ -60,5 +60,6 @@ async def release(
         user_id=principal.user_id,
         client_id=client_id,
         force=role == Role.manager,
+        name=principal.name,
     )
     return Response(status_code=204)
