@@ -761,7 +761,7 @@ async def test_a_lock_taken_under_a_borrowed_client_id_still_shows_as_locked(
     ):
         await events.next("ready")
         # Bob learns the id of Alice's tab from the echo of a save of hers...
-        await alice.type_into(phone, "notes", "Mine")
+        await alice.type_into(phone, "issue", "Mine")
         await alice.click_away()
         update = await events.next(
             "case-updated", skip=("heartbeat", "presence", "lock-acquired", "lock-released")

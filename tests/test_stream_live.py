@@ -147,10 +147,11 @@ async def test_a_forced_release_names_the_manager(
         assert released.data["user"]["name"] == "Alice Johnson"
         assert released.data["client_id"] == "alice-tab"
         assert released.data["by"] == {"id": world.users["dave"], "name": "Dave Kim"}
-        # The owner's own release names nobody else.
-        assert (await alice.lock(case, "notes")).status_code == 200
+        # The owner's own release names nobody else (another field: the forced
+        # release bars her from this one for a while).
+        assert (await alice.lock(case, "issue")).status_code == 200
         await stream.next("lock-acquired")
-        assert (await alice.unlock(case, "notes")).status_code == 204
+        assert (await alice.unlock(case, "issue")).status_code == 204
         released = await stream.next("lock-released")
         assert released.data["reason"] == "released" and "by" not in released.data
 
