@@ -1,4 +1,4 @@
-"""Login, logout, sessions, CSRF/Origin, bearer tokens and login rate limits (DESIGN §3)."""
+"""Login, logout, sessions, CSRF/Origin, bearer tokens and login rate limits (docs/protocol.md, "Authentication")."""
 
 from __future__ import annotations
 
@@ -500,7 +500,7 @@ async def test_an_active_session_does_not_expire(db_url: str, world: World) -> N
 async def test_fractional_session_ttl_still_gives_a_usable_cookie(
     db_url: str, world: World
 ) -> None:
-    """Durations accept fractions (DESIGN §6): the cookie must not be born expired."""
+    """Durations accept fractions (README, "Configuration"): the cookie must not be born expired."""
     async with app_client(db_url, session_ttl=0.5) as http:
         response = await http.post(
             "/api/auth/login", json={"email": "alice@example.com", "password": "pw-secret"}

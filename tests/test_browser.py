@@ -1,4 +1,4 @@
-"""The browser client in a real Chromium (DESIGN §5, SEED.md "Testing Guide").
+"""The browser client in a real Chromium (docs/architecture.md, "The browser client").
 
 Each test starts its own server (``live_factory``), opens one browser context
 per user, signs in through the real /login form and drives the branch page the
@@ -465,7 +465,7 @@ async def test_5_a_lock_of_a_closed_window_goes_within_the_disconnect_grace(
     alice.errors.clear()  # the crash is ours
 
 
-# --- further behaviour of DESIGN §5 ------------------------------------------------
+# --- further behaviour of the browser client ------------------------------------------------
 
 
 async def test_a_rejected_value_reverts_and_says_why_in_a_toast(

@@ -1,4 +1,4 @@
-"""The event stream and locks through a real uvicorn server (DESIGN §3, §4).
+"""The event stream and locks through a real uvicorn server (docs/protocol.md, "Locks", "The event stream").
 
 Timings are shortened through the settings (see ``LIVE_ENV`` in conftest):
 heartbeat 1 s, lock TTL 3 s, disconnect grace 0.5 s.

@@ -1,4 +1,4 @@
-"""The ``warrantysync`` command line (DESIGN §7).
+"""The ``warrantysync`` command line (docs/architecture.md, "Settings and the command line").
 
 Each command reads ``Settings()`` from the environment when it runs (never at
 import), opens the database for its own work and closes it again. Domain and

@@ -2,7 +2,7 @@
 
 * The authorization matrix: every endpoint by {anonymous, viewer, editor,
   manager, member of another branch, deactivated user, revoked session}
-  answers the status DESIGN §3 documents (one table, one test function).
+  answers the status docs/protocol.md documents (one table, one test function).
 * No branch leaks into another: not in snapshots, not in replays (whatever
   resume id is sent), not in live events, locks or presence.
 * An open stream is closed within one heartbeat of the session being revoked,

@@ -1,4 +1,4 @@
-// The event stream (DESIGN §4). The client, not the browser, owns
+// The event stream (docs/protocol.md, "The event stream"). The client, not the browser, owns
 // reconnection: EventSource's own retry knows nothing of backoff, jitter,
 // goodbye.retry_ms or our last applied id, so on any error we close it and
 // open a fresh one ourselves. No DOM: every browser dependency is injected.

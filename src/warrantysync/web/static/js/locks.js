@@ -1,4 +1,4 @@
-// Field locks held by this tab (DESIGN §3): PUT on focus, renew while
+// Field locks held by this tab (docs/protocol.md, "Locks"): PUT on focus, renew while
 // focused, DELETE after the blur's save. Operations on one field run one
 // after another, so a DELETE can never overtake a later PUT on the wire.
 // No DOM: api, timers and callbacks are injected.
