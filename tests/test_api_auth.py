@@ -1,4 +1,7 @@
-"""Login, logout, sessions, CSRF/Origin, bearer tokens and login rate limits (docs/protocol.md, "Authentication")."""
+"""Login, logout, sessions, CSRF/Origin, bearer tokens and login rate limits.
+
+The contract: docs/protocol.md, "Authentication".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The event stream and locks through a real uvicorn server (docs/protocol.md, "Locks", "The event stream").
+"""The event stream and locks through a real uvicorn server.
+
+The contract: docs/protocol.md, "Locks" and "The event stream".
 
 Timings are shortened through the settings (see ``LIVE_ENV`` in conftest):
 heartbeat 1 s, lock TTL 3 s, disconnect grace 0.5 s.

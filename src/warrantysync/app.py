@@ -153,8 +153,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(services.locks.run(stop), name="lock-expiry"),
-            # Presence upkeep (docs/deployment.md, "What happens when something fails"): with Redis, renews this node's lease and
-            # takes over the streams of nodes whose lease lapsed; idle in memory.
+            # Presence upkeep: with Redis, renews this node's lease and takes over
+            # the streams of nodes whose lease lapsed; idle in memory
+            # (docs/deployment.md, "What happens when something fails").
             asyncio.create_task(services.presence.run(stop), name="presence-upkeep"),
             asyncio.create_task(
                 _every(settings.heartbeat_interval, services.broker.heartbeat, "heartbeat"),
