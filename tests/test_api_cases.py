@@ -1591,6 +1591,24 @@ async def test_concurrent_twins_with_one_key_commit_once(as_user: As, world: Wor
     assert [row["new"] for row in await alice.history(phone)].count("once") == 1
 
 
+async def test_concurrent_twins_fenced_by_expected_all_get_the_first_answer(
+    as_user: As, world: World
+) -> None:
+    """A twin that waited for the first one's commit finds ``expected`` stale.
+
+    Its 409 is not its answer: the key already has one (the first twin's 200),
+    and a retry gets the first answer again (docs/protocol.md, PATCH).
+    """
+    alice = await as_user("alice")
+    phone = world.cases["phone"]
+    key = {"Idempotency-Key": "fenced-twins"}
+    body = {"changes": {"notes": "once"}, "expected": {"notes": ""}}
+    answers = await asyncio.gather(*(alice.patch(phone, body, key) for _ in range(5)))
+    assert [a.status_code for a in answers] == [200] * 5, [a.text for a in answers]
+    assert len({a.text for a in answers}) == 1
+    assert (await alice.case(phone))["version"] == 2
+
+
 async def test_lock_backend_down(
     as_user: As, services: Services, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

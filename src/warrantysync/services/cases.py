@@ -26,7 +26,7 @@ from ..storage.db import Database
 from ..storage.models import AuditEntry, Branch, Membership, User, WarrantyCase, table, utcnow
 from . import fields as F
 from .events import CASE_CREATED, CASE_DELETED, CASE_UPDATED, Event
-from .idempotency import Replay, store_answer
+from .idempotency import Answer, IdempotencyGuard
 
 Publish = Callable[[Event], Awaitable[None]]
 PRUNE_EVERY = 100
@@ -151,7 +151,7 @@ class CaseService:
         actor: Actor,
         branch_id: int | None = None,
         before_write: Callable[[], Awaitable[None]] | None = None,
-        idempotency: Replay | None = None,
+        idempotency: IdempotencyGuard | None = None,
     ) -> dict[str, Any]:
         """Validate, run ``before_write`` (the lock checks), then commit.
 
@@ -159,6 +159,10 @@ class CaseService:
         lock problems (423/409 ``lock_lost``), which come before a stale
         ``expected`` value (409 ``conflict``). ``branch_id`` is the case's
         branch when the caller has already looked it up.
+
+        ``idempotency`` stores the answer in the transaction of the change.
+        If an identical twin stored its answer first, the write fails with
+        ``IntegrityError`` and nothing of it commits (services/idempotency.py).
         """
         if branch_id is None or not F.CONTEXT_FIELDS.isdisjoint(changes):
             async with self.db.read() as session:
@@ -180,7 +184,7 @@ class CaseService:
                 event = await self._apply(session, case, changed, actor)
             body = case_json(case)
             if idempotency is not None:
-                await store_answer(session, idempotency, status_code=200, body=body)
+                await idempotency.keep(session, Answer(200, body))
         if event is not None:
             await self.publish(event)
         return body

@@ -13,9 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from ...container import Services
 from ...errors import InvalidJson, Unavailable, ValidationFailed, WarrantySyncError
 from ...jsonutil import JSONDecodeError, dumps, loads
-from ...services import idempotency
 from ...services.cases import Actor
 from ...services.fields import check_subset
+from ...services.idempotency import Answer, IdempotencyGuard
 from ...services.live import live_state
 from ...storage.models import Role
 from ..deps import CurrentUser, Id, RawJson, ServicesDep, Writer
@@ -119,34 +119,36 @@ async def patch_case(
         user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
     )
     await services.limits.hit_write(principal.user_id)
-    replay = None
-    if (key := request.headers.get("idempotency-key")) is not None:
-        replay = idempotency.make_replay(
-            principal.user_id, key, method="PATCH", path=request.url.path, body=raw
-        )
-        stored = await idempotency.lookup(services.db, replay)
-        if stored is not None:
-            return json_response(stored.status_code, stored.body, {"Idempotent-Replayed": "true"})
+    guard = IdempotencyGuard(
+        services.db,
+        user_id=principal.user_id,
+        key=request.headers.get("idempotency-key"),
+        method="PATCH",
+        path=request.url.path,
+        body=raw,
+    )
+    if (earlier := await guard.earlier()) is not None:
+        return replayed(earlier)
     try:
         case = await _patch(
-            case_id, branch_id, request, raw, principal.user_id, principal.name, services, replay
+            case_id, branch_id, request, raw, principal.user_id, principal.name, services, guard
         )
     except IntegrityError:
-        # A concurrent twin with the same Idempotency-Key answered first
-        # (its record made our transaction fail): answer what it answered.
-        stored = None if replay is None else await idempotency.lookup(services.db, replay)
-        if stored is None:
+        # An identical twin committed first, and its record made our whole
+        # transaction fail: answer what it answered.
+        if (twin := await guard.twin()) is None:
             raise
-        return json_response(stored.status_code, stored.body, {"Idempotent-Replayed": "true"})
+        return replayed(twin)
     except WarrantySyncError as exc:
-        status = status_of(exc)
-        if replay is not None and 400 <= status < 500 and status != 429:
-            await idempotency.remember_refusal(
-                services.db, replay, status_code=status, body=body_of(exc)
-            )
-        raise
+        if (twin := await guard.refused(Answer(status_of(exc), body_of(exc)))) is None:
+            raise
+        return replayed(twin)
     services.metrics.save_latency.observe(time.perf_counter() - started)
     return json_response(200, case)
+
+
+def replayed(answer: Answer) -> Response:
+    return json_response(answer.status_code, answer.body, {"Idempotent-Replayed": "true"})
 
 
 async def _patch(
@@ -157,7 +159,7 @@ async def _patch(
     user_id: int,
     name: str,
     services: Services,
-    replay: idempotency.Replay | None,
+    guard: IdempotencyGuard,
 ) -> dict[str, Any]:
     body = parse_object(raw)
     for key in body:
@@ -197,7 +199,7 @@ async def _patch(
         actor=Actor(user_id, name, client_id),
         branch_id=branch_id,
         before_write=check_locks,
-        idempotency=replay,
+        idempotency=guard,
     )
 
 
