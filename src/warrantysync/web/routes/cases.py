@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
 from ...container import Services
-from ...errors import InvalidJson, Unavailable, ValidationFailed, WarrantySyncError
+from ...errors import InvalidJson, ValidationFailed, WarrantySyncError
 from ...jsonutil import JSONDecodeError, dumps, loads
 from ...services.cases import Actor
 from ...services.fields import check_subset
@@ -177,28 +177,13 @@ async def _patch(
         raise ValidationFailed(
             "lock_tokens: values must be strings", field="lock_tokens", rule="type"
         )
-    client_id = client_id_of(request)
-
-    async def check_locks() -> None:
-        try:
-            await services.locks.check_write(
-                case_id=case_id, fields=changes, user_id=user_id, client_id=client_id, tokens=tokens
-            )
-        except Unavailable:
-            # Without lock checks only a save fenced by `expected` is safe.
-            if not all(field in expected for field in changes):
-                raise Unavailable(
-                    "locks cannot be checked right now; retry, or send expected values",
-                    retry_after=2,
-                ) from None
-
     return await services.cases.patch(
         case_id=case_id,
         changes=changes,
         expected=expected,
-        actor=Actor(user_id, name, client_id),
+        lock_tokens=tokens,
+        actor=Actor(user_id, name, client_id_of(request)),
         branch_id=branch_id,
-        before_write=check_locks,
         idempotency=guard,
     )
 
