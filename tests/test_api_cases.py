@@ -1310,7 +1310,7 @@ async def test_bad_client_id_on_patch_is_422(as_user: As, world: World) -> None:
         assert_error(response, 422, "validation_error", "X-Client-Id")
 
 
-# -- the PATCH answer order (DESIGN §3), one test per adjacent pair -------------------------------
+# -- the PATCH answer order (docs/protocol.md, PATCH), one test per adjacent pair ---------------
 
 
 HUGE = b'{"changes": {"notes": "' + b"x" * (70 * 1024) + b'"}}'
