@@ -90,7 +90,9 @@ async def build_services(settings: Settings) -> Services:
         db=db,
         metrics=metrics,
         accounts=Accounts(db, session_ttl=settings.session_ttl, secret_key=settings.secret_key),
-        cases=CaseService(db, publish=broker.publish, replay_window=settings.replay_window),
+        cases=CaseService(
+            db, publish=broker.publish, replay_window=settings.replay_window, locks=lock_manager
+        ),
         broker=broker,
         locks=lock_manager,
         presence=presence,

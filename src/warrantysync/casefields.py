@@ -7,7 +7,8 @@ label the page shows. The rest is built from this table and nothing else:
 * ``services/fields.py`` — the validator of each editable field;
 * ``storage/models.py`` — the column lengths, TEXT columns and defaults;
 * ``services/cases.py`` — the columns a case's JSON is read from;
-* ``web/openapi.py`` — the Case and CaseFields schemas;
+* ``web/inputs.py`` and ``web/openapi.py`` — the CaseFields and Case schemas
+  (``Field.json_schema``);
 * ``web/routes/pages.py`` — the ``fields`` member of the branch page's config,
   which ``static/js/fields.js`` answers every browser module from.
 
@@ -110,6 +111,25 @@ class Field:
     def needs_branch(self) -> bool:
         """Whether a rule of this field reads the case's branch (its zone, its members)."""
         return self.not_future or self.member_of_branch
+
+    def json_schema(self) -> dict[str, Any]:
+        """This field's JSON Schema, as the OpenAPI document describes it."""
+        schema: dict[str, Any]
+        if self.json_type == "integer":
+            schema = {"type": "integer"}
+            if self.minimum is not None:
+                schema["minimum"] = self.minimum
+        elif self.json_type == "date":
+            schema = {"type": "string", "format": "date"}
+        else:
+            schema = {"type": "string"}
+            if self.choices is not None:
+                schema["enum"] = [choice.value for choice in self.choices]
+            if self.required:
+                schema["minLength"] = 1
+            if self.max_length is not None:
+                schema["maxLength"] = self.max_length
+        return {"anyOf": [schema, {"type": "null"}]} if self.nullable else schema
 
     def for_client(self) -> dict[str, Any]:
         """What the browser knows of this field (the page config's ``fields``)."""

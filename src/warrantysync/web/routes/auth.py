@@ -22,8 +22,8 @@ from ..deps import (
     require_json,
 )
 from ..errors import json_response
+from ..inputs import parse_object
 from ..security import session_cookie_header
-from .cases import parse_object
 
 router = APIRouter(prefix="/api")
 
