@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WORKER_START_TIMEOUT = 60  # seconds a new worker has to answer its supervisor
+
 # The FastAPI app; typed loosely because uvicorn's ASGI protocols and
 # Starlette's signatures do not line up for mypy.
 App = Any
@@ -192,6 +194,13 @@ def _serve_with(settings: Settings, host: str, port: int, workers: int, reload: 
         proxy_headers=False,
         loop="uvloop" if _has("uvloop") else "auto",
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace) + 2,
+        # The supervisor kills a worker that has not answered its first ping
+        # within this (uvicorn's default is 5 s). A worker answers from a
+        # thread that starts once its imports are done, which on a busy host
+        # (a deploy beside other services) takes longer than 5 s, and the
+        # supervisor then kills and restarts workers for ever. A worker that
+        # dies later is noticed at once whatever this says.
+        timeout_worker_healthcheck=WORKER_START_TIMEOUT,
         lifespan="on",
         # uvicorn's own loggers write through ours too (every worker applies it).
         log_config=logging_config(settings.log_format),
