@@ -3,7 +3,7 @@
 
 import { wordDiff, summarizeDiff } from './diff.js';
 import { absoluteTime, colourSlot, h, initials, relativeTime } from './dom.js';
-import { editableFields, isMemberField, kindOf, labelOf } from './fields.js';
+import { editableFields, isEditable, isMemberField, kindOf, labelOf, sameValue } from './fields.js';
 import { createControl, decorate, writeControl } from './view-table.js';
 
 const HISTORY_LIMIT = 100;
@@ -136,16 +136,37 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
     }
   }
 
+  /** "Restore this value" of an entry that saved a field (editors and managers). */
+  function restoreButton(entry) {
+    if (ctx.readOnly() || !isEditable(entry.field)) return null;
+    const current = sameValue(ctx.store.confirmedValue(caseId, entry.field), entry.new);
+    const button = h('button', {
+      type: 'button', class: 'btn btn-quiet btn-small', dataset: { action: 'restore' }, text: 'Restore this value',
+      disabled: current, title: current ? 'This is its value now' : `Set ${labelOf(entry.field)} back to this value`,
+    });
+    const id = caseId;
+    button.addEventListener('click', () => actions.restoreEntry(id, entry));
+    return button;
+  }
+
   function historyItem(entry) {
     const user = entry.user || { id: 0, name: 'System' };
     const label = labelOf(entry.field);
-    const change = entry.old === undefined && entry.new === undefined ? null : changeOf(entry, ctx);
-    return h('li', { class: 'event' },
+    let what = ` changed ${label}`;
+    let change = entry.old === undefined && entry.new === undefined ? null : changeOf(entry, ctx);
+    if (entry.field === 'deleted') {
+      what = entry.new ? ' deleted the case' : ' restored the case from the trash';
+      change = null;
+    } else if (entry.restored_from) {
+      what = ` restored ${label} from entry #${entry.restored_from}`;
+    }
+    return h('li', { class: 'event history-entry', dataset: { entryId: String(entry.id) } },
       h('span', { class: `avatar avatar-sm avatar-c${colourSlot(user.id)}`, 'aria-hidden': 'true', text: initials(user.name) }),
       h('div', { class: 'event-body' },
-        h('p', {}, h('strong', { text: user.name }), ` changed ${label}`),
+        h('p', {}, h('strong', { text: user.name }), what, h('span', { class: 'muted entry-number', text: ` #${entry.id}` })),
         change,
-        h('time', { datetime: entry.at, title: absoluteTime(entry.at), text: relativeTime(entry.at) })));
+        h('time', { datetime: entry.at, title: absoluteTime(entry.at), text: relativeTime(entry.at) }),
+        restoreButton(entry)));
   }
 
   async function loadHistory() {
