@@ -82,6 +82,7 @@ async def test_undo_a_wrong_pick_restore_from_history_and_bring_a_case_back_from
     await dave.page.locator('[data-action="open-trash"]').click()
     deleted = dave.page.locator(f'#trash [data-case-id="{laptop}"]')
     await expect(deleted).to_contain_text("Deleted by Dave Kim", timeout=WAIT_MS)
+    await dave.shot("trash")
     await deleted.locator('[data-action="restore-case"]').click()
     await expect(deleted).to_have_count(0, timeout=WAIT_MS)
     for window in (alice, dave):

@@ -194,6 +194,11 @@ describe('undo', () => {
     assert.equal(await again.undo.undo(), false);
     assert.deepEqual([server.cases.get(1).notes, server.cases.get(1).priority, server.cases.get(2).priority], ['', 'low', 'high']);
 
+    // Back from the back/forward cache the page lives on: a duplicate of the tab starts empty.
+    again.undo.park();
+    again.undo.unpark();
+    assert.equal(tab({ server, storage }).undo.resume(), 0);
+
     // A second load of the same tab finds nothing left over, and a gone case ends the run.
     const third = tab({ server, storage });
     assert.equal(third.undo.resume(), 0);

@@ -287,6 +287,8 @@ function start() {
     locks.releaseAll();
     undo.park();
   });
+  // As the client id: a duplicate of this tab must not find this tab's stacks.
+  window.addEventListener('pageshow', (event) => { if (event.persisted) undo.unpark(); });
 
   loadMe();
   sync.start();

@@ -239,6 +239,14 @@ export function createUndo(options) {
       changed();
       return before.length + after.length;
     },
+    /** The page came back from the back/forward cache: it lives on, so nothing is left parked. */
+    unpark() {
+      try {
+        if (storage && key) storage.removeItem(key);
+      } catch {
+        // storage disabled: nothing was parked
+      }
+    },
     /** The page is going (pagehide): keep the stacks for this tab's next load. */
     park() {
       if (!storage || !key) return;

@@ -228,6 +228,7 @@ const SHORTCUTS = [
     ['Escape', 'Cancel the edit and stay on the cell'],
     ['Shift+Enter in a long text', 'New line'],
     ['Ctrl+V / Ctrl+C', 'Paste into / copy the cell'],
+    ['Ctrl+Z / Ctrl+Shift+Z', 'Undo / redo your last saved change (while typing: the typing)'],
   ]],
   ['Anywhere', [
     ['/', 'Search cases'],

@@ -217,7 +217,7 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
   async function remove() {
     const json = ctx.store.getCase(caseId);
     if (!json) return;
-    const sure = await confirm(`Delete ${json.case_number}?`, `The case of ${json.customer_name || 'this customer'} and its history will be removed for everyone.`, 'Delete case');
+    const sure = await confirm(`Delete ${json.case_number}?`, `The case of ${json.customer_name || 'this customer'} leaves the table for everyone. It stays in the trash, with its history, where managers can restore it until it is purged.`, 'Delete case');
     if (!sure) return;
     close(); // before the request: its own case-deleted event may beat the answer here
     try {
