@@ -8,7 +8,6 @@ with real server processes, is in tests/test_trash_cluster.py).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
@@ -24,7 +23,14 @@ from warrantysync import Settings
 from warrantysync.container import Services
 from warrantysync.jsonutil import loads
 from warrantysync.services.trash import Trash
-from warrantysync.storage.models import AuditEntry, OutboxEvent, Role, WarrantyCase, utcnow
+from warrantysync.storage.models import (
+    AuditEntry,
+    Lease,
+    OutboxEvent,
+    Role,
+    WarrantyCase,
+    utcnow,
+)
 
 as_user = test_api_cases.as_user
 DAY = dt.timedelta(days=1)
@@ -285,12 +291,14 @@ async def test_one_lease_holder_purges_per_round(services: Services, world: Worl
             .where(WarrantyCase.id.in_(ids))
             .values(deleted_at=utcnow() - 31 * DAY)
         )
-    first = Trash(services.db, retention_days=30, purge_interval=0.3, holder="node-a")
-    second = Trash(services.db, retention_days=30, purge_interval=0.3, holder="node-b")
+    # A round lasts an hour: however slow the machine, node-a's lease holds until it lapses.
+    first = Trash(services.db, retention_days=30, purge_interval=3600, holder="node-a")
+    second = Trash(services.db, retention_days=30, purge_interval=3600, holder="node-b")
     assert await first.purge_if_leader() == 3
     assert await second.purge_if_leader() is None  # node-a's round
     assert await first.purge_if_leader() == 0  # its own lease: renewed
-    await asyncio.sleep(0.4)
+    async with services.db.write() as session:  # the hour has passed
+        await session.execute(update(Lease).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
     assert await second.purge_if_leader() == 0  # lapsed: node-b's turn now
     assert await first.purge_if_leader() is None
 
