@@ -69,6 +69,9 @@ async def test_undo_a_wrong_pick_restore_from_history_and_bring_a_case_back_from
         await alice.context.request.get(f"{server.url}/api/cases/{phone}/history")
     ).json()
     assert history[0]["restored_from"] == int(entry_id or 0)
+    # The oldest entry of the field also brings back the value before it: the default.
+    await picked.locator('[data-action="restore-old"]').click()
+    await expect(dave.control(phone, "status")).to_have_value("new", timeout=WAIT_MS)
     await alice.page.locator(".panel-close").click()
 
     # A manager deletes a case and brings it back; Alice, on the branch, sees it go and return.

@@ -217,7 +217,7 @@ function start() {
     redo: () => undo.redo(),
     nextUndo: () => undo.nextUndo(),
     nextRedo: () => undo.nextRedo(),
-    restoreEntry: (caseId, entry) => undo.restore(caseId, entry),
+    restoreEntry: (caseId, entry, side) => undo.restore(caseId, entry, side),
     async loadTrash() {
       const answer = await api.get(`/api/branches/${branchId}/trash`);
       return answer.data;

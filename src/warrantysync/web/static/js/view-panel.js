@@ -136,20 +136,29 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
     }
   }
 
-  /** "Restore this value" of an entry that saved a field (editors and managers). */
-  function restoreButton(entry) {
+  /**
+   * "Restore this value" of an entry that saved a field (editors and managers);
+   * the field's oldest entry shown also offers the value before it (a value the
+   * case was created with has no entry of its own).
+   */
+  function restoreButtons(entry, oldest) {
     if (ctx.readOnly() || !isEditable(entry.field)) return null;
-    const current = sameValue(ctx.store.confirmedValue(caseId, entry.field), entry.new);
-    const button = h('button', {
-      type: 'button', class: 'btn btn-quiet btn-small', dataset: { action: 'restore' }, text: 'Restore this value',
-      disabled: current, title: current ? 'This is its value now' : `Set ${labelOf(entry.field)} back to this value`,
-    });
     const id = caseId;
-    button.addEventListener('click', () => actions.restoreEntry(id, entry));
-    return button;
+    const now = ctx.store.confirmedValue(caseId, entry.field);
+    const button = (side, action, text) => {
+      const current = sameValue(now, side === 'old' ? entry.old : entry.new);
+      const el = h('button', {
+        type: 'button', class: 'btn btn-quiet btn-small', dataset: { action }, text,
+        disabled: current, title: current ? 'This is its value now' : `Set ${labelOf(entry.field)} back to “${describeValue(entry.field, side === 'old' ? entry.old : entry.new, ctx)}”`,
+      });
+      el.addEventListener('click', () => actions.restoreEntry(id, entry, side));
+      return el;
+    };
+    const earlier = oldest && entry.version > 1 ? button('old', 'restore-old', 'Restore the value before') : null;
+    return h('div', { class: 'entry-actions' }, button('new', 'restore', 'Restore this value'), earlier);
   }
 
-  function historyItem(entry) {
+  function historyItem(entry, oldest) {
     const user = entry.user || { id: 0, name: 'System' };
     const label = labelOf(entry.field);
     let what = ` changed ${label}`;
@@ -166,7 +175,7 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
         h('p', {}, h('strong', { text: user.name }), what, h('span', { class: 'muted entry-number', text: ` #${entry.id}` })),
         change,
         h('time', { datetime: entry.at, title: absoluteTime(entry.at), text: relativeTime(entry.at) }),
-        restoreButton(entry)));
+        restoreButtons(entry, oldest)));
   }
 
   async function loadHistory() {
@@ -178,7 +187,8 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
       const entries = await actions.loadHistory(id, HISTORY_LIMIT);
       if (request !== historyRequest || id !== caseId) return;
       history = entries;
-      timeline.replaceChildren(...entries.map(historyItem));
+      const oldest = new Map(entries.map((entry) => [entry.field, entry])); // newest first: the last one stays
+      timeline.replaceChildren(...entries.map((entry) => historyItem(entry, oldest.get(entry.field) === entry)));
       historyNote.textContent = entries.length ? '' : 'No changes yet.';
     } catch (err) {
       if (request === historyRequest) historyNote.textContent = `Could not load history: ${err.message}`;
