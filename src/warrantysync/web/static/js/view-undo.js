@@ -105,10 +105,13 @@ export function createTrash(ctx, { actions, toast }) {
     return li;
   }
 
-  async function load() {
+  /** @param {{fresh?: boolean}} [options] fresh: the dialog opens, so say it is loading */
+  async function load({ fresh = false } = {}) {
     const mine = ++request;
-    note.textContent = 'Loading…';
-    list.replaceChildren();
+    if (fresh) {
+      note.textContent = 'Loading…';
+      list.replaceChildren();
+    }
     try {
       const answer = await actions.loadTrash();
       if (mine !== request) return;
@@ -124,11 +127,15 @@ export function createTrash(ctx, { actions, toast }) {
   function open() {
     dialog.showModal();
     close.focus();
-    load();
+    load({ fresh: true });
   }
 
   button.addEventListener('click', open);
   close.addEventListener('click', () => dialog.close());
+  // A case deleted or brought back meanwhile (by anyone): the open list follows.
+  ctx.store.subscribe((change) => {
+    if (dialog.open && (change.type === 'deleted' || (change.type === 'created' && !change.snapshot))) load();
+  });
 
   return {
     button,
