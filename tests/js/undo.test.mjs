@@ -6,6 +6,7 @@ import { installFields } from '../../src/warrantysync/web/static/js/fields.js';
 import { createSaver } from '../../src/warrantysync/web/static/js/saver.js';
 import { createStore } from '../../src/warrantysync/web/static/js/store.js';
 import { createUndo, undoKey } from '../../src/warrantysync/web/static/js/undo.js';
+import { undoKeyOf } from '../../src/warrantysync/web/static/js/view-undo.js';
 import { FIELD_TABLE, FakeClock, FakeFetch, MemoryStorage, makeCase, settle } from './fakes.mjs';
 
 installFields(FIELD_TABLE);
@@ -231,4 +232,15 @@ test('undo is queued behind a pending save: the edit lands first, as a step of i
     { changes: { notes: '' }, expected: { notes: 'typed' } },
   ]);
   assert.equal(server.cases.get(1).notes, '');
+});
+
+test('the keys: Ctrl+Z undoes, Ctrl+Shift+Z and Ctrl+Y redo (⌘ too); nothing else does', () => {
+  const key = (k, mods = {}) => undoKeyOf({ key: k, ctrlKey: false, metaKey: false, shiftKey: false, altKey: false, ...mods });
+  assert.equal(key('z', { ctrlKey: true }), 'undo');
+  assert.equal(key('z', { metaKey: true }), 'undo');
+  assert.equal(key('Z', { ctrlKey: true, shiftKey: true }), 'redo');
+  assert.equal(key('y', { ctrlKey: true }), 'redo');
+  assert.equal(key('z'), null); // a typed character
+  assert.equal(key('z', { ctrlKey: true, altKey: true }), null);
+  assert.equal(key('Y', { ctrlKey: true, shiftKey: true }), null);
 });

@@ -78,7 +78,9 @@ export function createTrash(ctx, { actions, toast }) {
   let request = 0;
 
   function item(json) {
-    const restore = h('button', { type: 'button', class: 'btn btn-small', dataset: { action: 'restore-case' }, text: 'Restore' });
+    const restore = h('button', {
+      type: 'button', class: 'btn btn-small', dataset: { action: 'restore-case' }, text: 'Restore', 'aria-label': `Restore ${json.case_number}`,
+    });
     const by = json.deleted_by ? json.deleted_by.name : 'someone';
     const li = h('li', { class: 'trash-case', dataset: { caseId: String(json.id) } },
       h('div', { class: 'trash-what' },
