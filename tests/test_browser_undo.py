@@ -72,6 +72,8 @@ async def test_undo_a_wrong_pick_restore_from_history_and_bring_a_case_back_from
     # The oldest entry of the field also brings back the value before it: the default.
     await picked.locator('[data-action="restore-old"]').click()
     await expect(dave.control(phone, "status")).to_have_value("new", timeout=WAIT_MS)
+    await entries.first.scroll_into_view_if_needed()
+    await alice.shot("history-restore")
     await alice.page.locator(".panel-close").click()
 
     # A manager deletes a case and brings it back; Alice, on the branch, sees it go and return.
