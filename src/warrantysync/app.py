@@ -25,13 +25,14 @@ from .services.locks import LockManager, locks_seen_by, make_lock_backend
 from .services.metrics import TASKS_SAMPLE_EVERY, Metrics
 from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
+from .services.trash import Trash
 from .storage.db import Database
 from .web import errors as web_errors
 from .web import openapi as web_openapi
 from .web.forwarded import ForwardedHeaders
 from .web.lane import App
 from .web.requestid import TrustedPeers
-from .web.routes import auth, cases, health, locks, pages
+from .web.routes import auth, cases, health, locks, pages, trash
 from .web.security import EdgeHeaders, PerIpLimit
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,12 @@ async def build_services(settings: Settings) -> Services:
             locks=settings.rate_limit_locks,
             login=settings.rate_limit_login,
             ip=settings.rate_limit_ip,
+            metrics=metrics,
+        ),
+        trash=Trash(
+            db,
+            retention_days=settings.trash_retention_days,
+            purge_interval=settings.trash_purge_interval,
             metrics=metrics,
         ),
     )
@@ -178,6 +185,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 _every(SWEEP_EVERY, lambda: sweep_idempotency(services.db), "idempotency-sweep"),
                 name="idempotency-sweep",
             ),
+            # Every node runs it; a lease in the database lets one purge per round.
+            asyncio.create_task(services.trash.run(stop), name="trash-purge"),
         ]
         if services.metrics.shared_dir is not None:
             tasks.append(asyncio.create_task(_sample_metrics(services), name="metrics-sample"))
@@ -207,7 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.trusted_peers = TrustedPeers(settings.trusted_proxies)
     web_errors.install(app)
-    for module in (auth, cases, locks, health, pages):
+    for module in (auth, cases, trash, locks, health, pages):
         app.include_router(module.router)
     web_openapi.install(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

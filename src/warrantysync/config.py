@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     rate_limit_login: str = "5/15minutes;50/15minutes"
     rate_limit_ip: str = "60/second;3000/minute"
     shutdown_grace: float = Field(10, ge=0)
+    # The trash (services/trash.py): days a deleted case is kept, and how
+    # often one node of the deployment looks for cases to purge.
+    trash_retention_days: float = Field(30, gt=0)
+    trash_purge_interval: float = Field(3600, gt=0)
     stream_buffer: int = Field(512, gt=0)
     send_timeout: float = Field(10, gt=0)
     log_format: Literal["text", "json"] = "text"

@@ -36,7 +36,8 @@ ACCOUNTS = {
 }
 
 # endpoint: (method, path template, JSON body, expected status per role in ROLES order)
-# {b} downtown, {c} a downtown case, {f} a fresh downtown case made for this request.
+# {b} downtown, {c} a downtown case, {f} a fresh downtown case made for this request,
+# {d} one deleted for this request, {h} the newest history entry of {c}.
 MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
     "me": ("GET", "/api/me", None, (401, 200, 200, 200, 200, 401, 401)),
     "logout": ("POST", "/api/auth/logout", None, (401, 204, 204, 204, 204, 401, 401)),
@@ -63,6 +64,14 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
     ),
     "delete": ("DELETE", "/api/cases/{f}", None, (401, 403, 403, 204, 404, 401, 401)),
     "history": ("GET", "/api/cases/{c}/history", None, (401, 200, 200, 200, 404, 401, 401)),
+    "restore value": (
+        "POST",
+        "/api/cases/{c}/history/{h}/restore",
+        {},
+        (401, 403, 200, 200, 404, 401, 401),
+    ),
+    "trash": ("GET", "/api/branches/{b}/trash", None, (401, 403, 403, 200, 404, 401, 401)),
+    "undelete": ("POST", "/api/cases/{d}/restore", None, (401, 403, 403, 200, 404, 401, 401)),
     "lock": ("PUT", "/api/cases/{c}/locks/product", None, (401, 403, 200, 200, 404, 401, 401)),
     "unlock": (
         "DELETE",
@@ -131,6 +140,17 @@ class Principals:
         assert response.status_code == 201
         return int(response.json()["id"])
 
+    def deleted_case(self) -> int:
+        dave = self.callers["manager"]
+        case_id = self.fresh_case()
+        response = dave.http.delete(f"/api/cases/{case_id}", headers=dave.headers())
+        assert response.status_code == 204
+        return case_id
+
+    def newest_entry(self, case_id: int) -> int:
+        dave = self.callers["manager"]
+        return int(dave.http.get(f"/api/cases/{case_id}/history").json()[0]["id"])
+
     def close(self) -> None:
         for caller in self.callers.values():
             caller.http.close()
@@ -167,6 +187,8 @@ def test_authorization_matrix(principals: Principals, endpoint: str, role: str) 
         b=world.branches["downtown"],
         c=world.cases["laptop"],
         f=principals.fresh_case() if "{f}" in template else 0,
+        d=principals.deleted_case() if "{d}" in template else 0,
+        h=principals.newest_entry(world.cases["laptop"]) if "{h}" in template else 0,
     )
     try:
         if endpoint == "events":

@@ -362,6 +362,27 @@ class Accounts:
             raise NotFound("no such case")
         return int(row[0]), row[1]
 
+    async def trash_access(self, *, user_id: int, case_id: int) -> int:
+        """A trashed case's branch; 404 unless it is in the trash and visible, 403 below manager."""
+        if not 0 < case_id <= MAX_ID:
+            raise NotFound("no such case in the trash")
+        async with self.db.read() as session:
+            row = (
+                await session.execute(
+                    select(WarrantyCase.branch_id, Membership.role)
+                    .join(Membership, Membership.branch_id == WarrantyCase.branch_id)
+                    .where(
+                        WarrantyCase.id == case_id,
+                        WarrantyCase.deleted_at.is_not(None),
+                        Membership.user_id == user_id,
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound("no such case in the trash")
+        require_role(row[1], Role.manager, "restore deleted cases")
+        return int(row[0])
+
     async def branches_of(self, *, user_id: int) -> list[dict[str, object]]:
         async with self.db.read() as session:
             rows = (

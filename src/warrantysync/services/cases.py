@@ -1,4 +1,4 @@
-"""Warranty cases: snapshot, create, patch, delete, history.
+"""Warranty cases: snapshot, create, patch, delete and undelete, history.
 
 A PATCH is decided here, in the contract's order (docs/protocol.md, PATCH):
 the fields' rules (422), the field locks (423, 409 ``lock_lost``), then the
@@ -119,6 +119,7 @@ class CaseService:
                 "user": None if entry.user_id is None else {"id": entry.user_id, "name": name},
                 "at": entry.at,
                 "version": entry.version,
+                "restored_from": entry.restored_from,
             }
             for entry, name in rows
         ]
@@ -169,6 +170,7 @@ class CaseService:
         lock_tokens: Mapping[str, str] = NO_TOKENS,
         branch_id: int | None = None,
         idempotency: IdempotencyGuard | None = None,
+        restored_from: int | None = None,
     ) -> dict[str, Any]:
         """Validate, check the locks, then commit; returns the case after the change.
 
@@ -181,6 +183,8 @@ class CaseService:
         ``idempotency`` stores the answer in the transaction of the change.
         If an identical twin stored its answer first, the write fails with
         ``IntegrityError`` and nothing of it commits (services/idempotency.py).
+        ``restored_from`` marks the change as a restore of that history
+        entry (services/restore.py).
         """
         if branch_id is None or not F.CONTEXT_FIELDS.isdisjoint(changes):
             async with self.db.read() as session:
@@ -200,7 +204,7 @@ class CaseService:
             await _check_expected(session, case, expected)
             changed = {f: v for f, v in clean.items() if case[f] != v}
             if changed:
-                event = await self._apply(session, case, changed, actor)
+                event = await self._apply(session, case, changed, actor, restored_from)
             body = case_json(case)
             if idempotency is not None:
                 await idempotency.keep(session, Answer(200, body))
@@ -260,15 +264,58 @@ class CaseService:
             )
         await self.publish(event)
 
+    async def undelete(
+        self, *, case_id: int, actor: Actor, idempotency: IdempotencyGuard | None = None
+    ) -> dict[str, Any]:
+        """Bring a deleted case back from the trash, number and history intact.
+
+        A change like any other: ``version`` + 1, an audit row (``deleted``
+        true → false) by ``actor``, and a ``case-created`` event with
+        ``restored: true`` so every client, old ones too, shows it again
+        (docs/protocol.md, "Trash"). ``CaseNotFound`` unless it is in the trash.
+        """
+        async with self.db.write() as session:
+            query = select(CASES).where(CASES.c.id == case_id, CASES.c.deleted_at.is_not(None))
+            row = (await session.execute(query.with_for_update())).first()
+            if row is None:
+                raise CaseNotFound("no such case in the trash")
+            case = dict(row._mapping)
+            now = utcnow()
+            back = {
+                "deleted_at": None,
+                "version": case["version"] + 1,
+                "updated_at": now,
+                "updated_by": actor.id,
+            }
+            case.update(back)
+            await session.execute(update(CASES).where(CASES.c.id == case_id).values(**back))
+            await _audit(session, case_id, case["version"], {"deleted": (True, False)}, actor, now)
+            body = case_json(case)
+            payload = {
+                "case": body,
+                "by": actor.ref(),
+                "client_id": actor.client_id,
+                "restored": True,
+            }
+            event = await self._append(session, case["branch_id"], CASE_CREATED, payload)
+            if idempotency is not None:
+                await idempotency.keep(session, Answer(200, body))
+        await self.publish(event)
+        return body
+
     async def _apply(
-        self, session: AsyncSession, case: dict[str, Any], changed: dict[str, Any], actor: Actor
+        self,
+        session: AsyncSession,
+        case: dict[str, Any],
+        changed: dict[str, Any],
+        actor: Actor,
+        restored_from: int | None = None,
     ) -> Event:
         """Write ``changed`` and its audit rows; ``case`` is updated to match."""
         now = utcnow()
         version = case["version"] + 1
-        await _audit(
-            session, case["id"], version, {f: (case[f], v) for f, v in changed.items()}, actor, now
-        )
+        changes = {f: (case[f], v) for f, v in changed.items()}
+        await _audit(session, case["id"], version, changes, actor, now, restored_from)
         case.update(changed, version=version, updated_at=now, updated_by=actor.id)
         await session.execute(
             update(CASES)
@@ -284,6 +331,8 @@ class CaseService:
             "by": actor.ref(),
             "client_id": actor.client_id,
         }
+        if restored_from is not None:
+            payload["restored_from"] = restored_from
         return await self._append(session, case["branch_id"], CASE_UPDATED, payload)
 
     async def _append(
@@ -343,6 +392,7 @@ async def _audit(
     changes: Mapping[str, tuple[Any, Any]],
     actor: Actor,
     at: dt.datetime,
+    restored_from: int | None = None,
 ) -> None:
     """One audit row per field, ``changes`` mapping each field to (old, new)."""
     rows = [
@@ -354,6 +404,7 @@ async def _audit(
             "user_id": actor.id,
             "at": at,
             "version": version,
+            "restored_from": restored_from,
         }
         for field, (old, new) in changes.items()
     ]

@@ -121,6 +121,17 @@ class Metrics:
             ["scope"],
             registry=r,
         )
+        self.cases_purged = Counter(
+            "warrantysync_cases_purged",
+            "Deleted cases removed for good after TRASH_RETENTION_DAYS",
+            registry=r,
+        )
+        self.trash_purges = Counter(
+            "warrantysync_trash_purges",
+            "Purge rounds by outcome (ran: this node held the lease; skipped: another did)",
+            ["outcome"],
+            registry=r,
+        )
 
         # Every stream is a few hundred objects the cyclic collector walks: with
         # 10,000 open, one full (generation 2) collection stops the process for

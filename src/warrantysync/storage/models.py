@@ -203,6 +203,10 @@ class AuditEntry(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     version: Mapped[int] = mapped_column(Integer)
+    # A restore from the history: the id of the entry whose value this one
+    # brought back (docs/protocol.md, "Second chances"). No foreign key: both
+    # rows belong to one case and go together when it is purged.
+    restored_from: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
     __table_args__ = (Index("ix_case_audit_case_version", "case_id", "version"),)
 
@@ -223,6 +227,20 @@ class OutboxEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))
     data: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Lease(Base):
+    """A job only one node of a deployment may run at a time, until ``expires_at``.
+
+    Taken with one conditional UPDATE (storage/leases.py), so the database
+    decides between nodes racing for it.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp)
 
 
 class IdempotencyRecord(Base):
@@ -247,6 +265,7 @@ __all__ = [
     "Branch",
     "Counter",
     "IdempotencyRecord",
+    "Lease",
     "Membership",
     "OutboxEvent",
     "Priority",

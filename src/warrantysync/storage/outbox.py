@@ -7,6 +7,7 @@ appear in commit order (the row lock serialises writers of one branch).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from sqlalchemy import delete, func, insert, select, text
@@ -90,5 +91,26 @@ async def prune(session: AsyncSession, *, branch_id: int, keep: int) -> int:
         delete(OutboxEvent).where(
             OutboxEvent.branch_id == branch_id, OutboxEvent.id <= newest - keep
         )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def drop_before(session: AsyncSession, *, branch_id: int, created_before: dt.datetime) -> int:
+    """Drop the branch's events written before ``created_before``; returns rows removed.
+
+    Only ever the front of the log: ids stay contiguous from the oldest kept
+    event, and a resume from before it gets ``sync-required`` as after any
+    prune. The delete is a primary-key range, so it never locks the end of
+    the log where writers append.
+    """
+    last_old = await session.scalar(
+        select(func.max(OutboxEvent.id)).where(
+            OutboxEvent.branch_id == branch_id, OutboxEvent.created_at < created_before
+        )
+    )
+    if last_old is None:
+        return 0
+    result = await session.execute(
+        delete(OutboxEvent).where(OutboxEvent.branch_id == branch_id, OutboxEvent.id <= last_old)
     )
     return int(getattr(result, "rowcount", 0) or 0)

@@ -17,7 +17,7 @@ value.
 from __future__ import annotations
 
 import string
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 from pydantic import (
@@ -34,6 +34,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from ..casefields import EDITABLE
 from ..errors import InvalidJson, ValidationFailed
 from ..jsonutil import JSONDecodeError, loads
+from ..services.restore import NOT_SENT
 
 # [A-Za-z0-9_-] exactly: str.isalnum() would also let "é" or "²" through.
 CLIENT_ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
@@ -136,6 +137,28 @@ class CasePatch(BaseModel):
         return tokens
 
 
+class RestoreValue(BaseModel):
+    """The body of POST /api/cases/{case_id}/history/{entry_id}/restore (docs/protocol.md)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    # The value the caller believes the field has now; left out: last-write-wins.
+    expected: Any = None
+    # Which of the entry's values comes back: the one it saved, or the one before.
+    side: Literal["new", "old"] = "new"
+
+
+def parse_restore(raw: bytes) -> tuple[Any, Literal["new", "old"]]:
+    """A restore's ``expected`` (``NOT_SENT`` when it has none) and ``side``, or the 422."""
+    value = decode(raw)
+    try:
+        body = RestoreValue.model_validate(value)
+    except ValidationError as exc:
+        raise _refusal(exc.errors(include_url=False, include_input=False)) from None
+    expected = body.expected if "expected" in body.model_fields_set else NOT_SENT
+    return expected, body.side
+
+
 def parse_case_fields(raw: bytes) -> dict[str, Any]:
     """The body of a new case: its fields by name, or the 422 if it is no JSON object."""
     value = decode(raw)
@@ -165,6 +188,9 @@ def _refusal(errors: list[ErrorDetails]) -> ValidationFailed:
             return ValidationFailed(message, field=member, rule="unknown_member")
         case "missing" | "required":  # only `changes` is required
             return ValidationFailed(NO_CHANGES, field=member, rule="required")
+        case "literal_error":  # a restore's side
+            message = f"{member}: must be one of {first.get('ctx', {}).get('expected', '')}"
+            return ValidationFailed(message, field=member, rule="choice")
         case "lock_tokens_without_change":
             field = str(first.get("ctx", {})["field"])
             message = f"lock_tokens.{field}: names a field that is not in changes"
@@ -178,9 +204,11 @@ def _refusal(errors: list[ErrorDetails]) -> ValidationFailed:
 __all__ = [
     "CaseFields",
     "CasePatch",
+    "RestoreValue",
     "client_id_of",
     "parse_case_fields",
     "parse_object",
     "parse_patch",
+    "parse_restore",
     "required_client_id",
 ]

@@ -19,15 +19,16 @@ from fastapi.openapi.utils import get_openapi
 
 from ..casefields import FIELDS
 from ..services.accounts import PASSWORD_MAX_LENGTH
-from .inputs import CasePatch
+from .inputs import CasePatch, RestoreValue
 
 REF = "#/components/schemas/{model}"
 
 
 def _model_schemas() -> dict[str, Any]:
-    """``CasePatch`` and the models it refers to (``CaseFields``), as components."""
+    """The parsed bodies and the models they refer to (``CaseFields``), as components."""
     schema = CasePatch.model_json_schema(ref_template=REF)
-    return {**schema.pop("$defs", {}), "CasePatch": schema}
+    restore = RestoreValue.model_json_schema(ref_template=REF)
+    return {**schema.pop("$defs", {}), "CasePatch": schema, "RestoreValue": restore}
 
 
 SCHEMAS: dict[str, Any] = {
@@ -73,12 +74,15 @@ CASE_OPERATIONS = {
     ("/api/cases/{case_id}", "get"),
     ("/api/cases/{case_id}", "patch"),
     ("/api/branches/{branch_id}/cases", "post"),
+    ("/api/cases/{case_id}/history/{entry_id}/restore", "post"),
+    ("/api/cases/{case_id}/restore", "post"),
 }
 BODIES = {
     ("/api/auth/login", "post"): "Login",
     ("/api/auth/password", "post"): "PasswordChange",
     ("/api/cases/{case_id}", "patch"): "CasePatch",
     ("/api/branches/{branch_id}/cases", "post"): "CaseFields",
+    ("/api/cases/{case_id}/history/{entry_id}/restore", "post"): "RestoreValue",
 }
 
 

@@ -1,10 +1,14 @@
-"""Cases: snapshot, create, read, patch, delete, history (docs/protocol.md, Cases)."""
+"""Cases: snapshot, create, read, patch, delete, history and restoring a value from it.
+
+(docs/protocol.md, Cases and "Second chances".)
+"""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
@@ -14,10 +18,11 @@ from ...jsonutil import dumps
 from ...services.cases import Actor
 from ...services.idempotency import Answer, IdempotencyGuard
 from ...services.live import live_state
+from ...services.restore import restore_value
 from ...storage.models import Role
 from ..deps import CurrentUser, Id, RawJson, ServicesDep, Writer
 from ..errors import body_of, json_response, status_of
-from ..inputs import client_id_of, parse_case_fields, parse_patch
+from ..inputs import client_id_of, parse_case_fields, parse_patch, parse_restore
 
 router = APIRouter(prefix="/api")
 
@@ -130,6 +135,28 @@ def replayed(answer: Answer) -> Response:
     return json_response(answer.status_code, answer.body, {"Idempotent-Replayed": "true"})
 
 
+async def answered_once(
+    guard: IdempotencyGuard, work: Callable[[], Awaitable[dict[str, Any]]]
+) -> Response:
+    """``work``'s 200, or the answer an identical twin racing it under the same key got.
+
+    The caller has asked ``guard.earlier()`` already. ``work`` stores its
+    answer through ``guard`` in its own transaction; a refusal is stored
+    afterwards (services/idempotency.py).
+    """
+    try:
+        body = await work()
+    except IntegrityError:
+        if (twin := await guard.twin()) is None:
+            raise
+        return replayed(twin)
+    except WarrantySyncError as exc:
+        if (twin := await guard.refused(Answer(status_of(exc), body_of(exc)))) is None:
+            raise
+        return replayed(twin)
+    return json_response(200, body)
+
+
 @router.delete("/cases/{case_id}", status_code=204)
 async def delete_case(
     case_id: Id, request: Request, principal: Writer, services: ServicesDep
@@ -155,3 +182,49 @@ async def history(
     await services.accounts.case_access(user_id=principal.user_id, case_id=case_id)
     rows = await services.cases.history(case_id=case_id, limit=limit, before=before)
     return json_response(200, rows)
+
+
+@router.post("/cases/{case_id}/history/{entry_id}/restore")
+async def restore_from_history(
+    case_id: Id,
+    entry_id: Id,
+    request: Request,
+    raw: RawJson,
+    principal: Writer,
+    services: ServicesDep,
+) -> Response:
+    """Set a field back to the value a history entry saved (docs/protocol.md, "Second chances").
+
+    Answers in a PATCH's order: 404, 403 viewer, 429, the idempotent replay,
+    the body (422), the entry (404, 422 ``read_only``), then the PATCH's own.
+    """
+    branch_id, _role = await services.accounts.case_access(
+        user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
+    )
+    await services.limits.hit_write(principal.user_id)
+    guard = IdempotencyGuard(
+        services.db,
+        user_id=principal.user_id,
+        key=request.headers.get("idempotency-key"),
+        method="POST",
+        path=request.url.path,
+        body=raw,
+    )
+    if (earlier := await guard.earlier()) is not None:
+        return replayed(earlier)
+
+    async def restore() -> dict[str, Any]:
+        expected, side = parse_restore(raw)
+        actor = Actor(principal.user_id, principal.name, client_id_of(request))
+        return await restore_value(
+            services.cases,
+            case_id=case_id,
+            entry_id=entry_id,
+            expected=expected,
+            side=side,
+            actor=actor,
+            branch_id=branch_id,
+            idempotency=guard,
+        )
+
+    return await answered_once(guard, restore)

@@ -11,6 +11,7 @@ import { createLocks } from './locks.js';
 import { createSaver, retryToastKey } from './saver.js';
 import { createStore } from './store.js';
 import { createSync } from './sync.js';
+import { createUndo, undoKey } from './undo.js';
 import { createView } from './view.js';
 
 const CLIENT_ID_KEY = 'warrantysync:client_id';
@@ -57,6 +58,14 @@ function safeStorage() {
   }
 }
 
+function safeSessionStorage() {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return null;
+  }
+}
+
 function goToLogin() {
   const next = encodeURIComponent(location.pathname + location.search);
   location.assign(`/login?next=${next}`);
@@ -74,6 +83,7 @@ function start() {
   const caseName = (caseId) => store.getCase(caseId)?.case_number ?? 'this case';
   let view = null;
   let saver = null;
+  let undo = null;
   let unauthorized = false;
 
   function onUnauthorized() {
@@ -103,6 +113,17 @@ function start() {
     onToast: (message, kind, options) => view.toast(message, kind, options),
     onUnauthorized,
     onLockLost: (caseId, field) => locks.forget(caseId, field),
+    onSaved: (caseId, changes) => undo.record(caseId, changes),
+  });
+
+  // This tab's own saved changes, to undo and redo; kept across a reload of the tab.
+  undo = createUndo({
+    store, submit: saver.submit, settle: () => saver.flushAll(),
+    onConflict: (...args) => view.askConflict(...args),
+    onToast: (message, kind) => view.toast(message, kind),
+    onChange: () => view.undoChanged(),
+    describe: (field, value) => view.describe(field, value),
+    storage: safeSessionStorage(), key: undoKey(userId, branchId),
   });
 
   let draftsOffered = false;
@@ -115,6 +136,7 @@ function start() {
       connection.noteSnapshot(snapshot.last_event_id);
       if (!draftsOffered) {
         draftsOffered = true;
+        undo.resume(); // before the drafts: their saves are new steps
         const restored = saver.restoreDrafts();
         if (restored) view.toast(`Restored ${restored} unsaved change${restored === 1 ? '' : 's'} from your last visit; saving now.`, 'info');
       }
@@ -191,6 +213,20 @@ function start() {
       store.addOwnCase(answer.data);
       return answer.data;
     },
+    undo: () => undo.undo(),
+    redo: () => undo.redo(),
+    nextUndo: () => undo.nextUndo(),
+    nextRedo: () => undo.nextRedo(),
+    restoreEntry: (caseId, entry, side) => undo.restore(caseId, entry, side),
+    async loadTrash() {
+      const answer = await api.get(`/api/branches/${branchId}/trash`);
+      return answer.data;
+    },
+    async restoreCase(caseId) {
+      const answer = await api.post(`/api/cases/${caseId}/restore`, undefined, { headers: { 'Idempotency-Key': randomId() } });
+      store.addOwnCase(answer.data);
+      return answer.data;
+    },
     async deleteCase(caseId) {
       await api.del(`/api/cases/${caseId}`);
       store.removeCase(caseId);
@@ -247,7 +283,12 @@ function start() {
     event.preventDefault();
     event.returnValue = '';
   });
-  window.addEventListener('pagehide', () => locks.releaseAll());
+  window.addEventListener('pagehide', () => {
+    locks.releaseAll();
+    undo.park();
+  });
+  // As the client id: a duplicate of this tab must not find this tab's stacks.
+  window.addEventListener('pageshow', (event) => { if (event.persisted) undo.unpark(); });
 
   loadMe();
   sync.start();

@@ -47,6 +47,8 @@ function culpritFields(batch, body) {
  * @param {(message: string, kind: string, options?: {key?: string}) => void} [options.onToast]
  * @param {(error: ApiError) => void} [options.onUnauthorized]
  * @param {(caseId, field) => void} [options.onLockLost]
+ * @param {(caseId, changes: {field, before, after}[]) => void} [options.onSaved] a save of the
+ *   user's edits was confirmed: each field's value before it and the server's value after it
  */
 export function createSaver(options) {
   const {
@@ -54,10 +56,10 @@ export function createSaver(options) {
     debounceMs = 1000, retryDelaysMs = DEFAULT_DELAYS_MS, random = Math.random,
     newKey = randomKey, lockToken = () => null, isDebounced = defaultIsDebounced,
     onConflict = async () => 'theirs', onToast = noop, onUnauthorized = noop, onLockLost = noop,
-    caseUrl = (caseId) => `/api/cases/${caseId}`,
+    onSaved = noop, caseUrl = (caseId) => `/api/cases/${caseId}`,
   } = options;
 
-  const queues = new Map(); // caseId -> {timer, ready, running, waiters}
+  const queues = new Map(); // caseId -> {timer, ready, running, waiters, jobs}
   const held = new Set(); // keys parked (lock lost, invalid while typing) until touched again
   // key -> the server value a pending edit was typed over: its `expected`. Set
   // when the edit starts, moved only by our own confirmed saves and conflict
@@ -69,13 +71,13 @@ export function createSaver(options) {
   function queue(caseId) {
     let q = queues.get(caseId);
     if (!q) {
-      q = { timer: null, ready: false, running: false, waiters: [] };
+      q = { timer: null, ready: false, running: false, waiters: [], jobs: [] };
       queues.set(caseId, q);
     }
     return q;
   }
 
-  const isIdle = (q) => !q.running && !q.ready && q.timer === null;
+  const isIdle = (q) => !q.running && !q.ready && q.timer === null && !q.jobs.length;
 
   function settle(q) {
     if (isIdle(q)) for (const resolve of q.waiters.splice(0)) resolve();
@@ -118,7 +120,7 @@ export function createSaver(options) {
 
   function kick(caseId) {
     const q = queue(caseId);
-    if (!q.running && q.ready) run(caseId, q);
+    if (!q.running && (q.ready || q.jobs.length)) run(caseId, q);
     else settle(q);
   }
 
@@ -133,7 +135,11 @@ export function createSaver(options) {
   async function run(caseId, q) {
     q.running = true;
     try {
-      while (q.ready) {
+      while (q.ready || q.jobs.length) {
+        if (!q.ready) {
+          await sendJob(caseId, q.jobs.shift());
+          continue;
+        }
         q.ready = false;
         const batch = collect(caseId);
         if (batch) await send(caseId, q, batch);
@@ -198,8 +204,38 @@ export function createSaver(options) {
     }
   }
 
+  /** A request of the caller's (an undo, a restore), in its turn; retried like a save. */
+  async function sendJob(caseId, job) {
+    const key = newKey();
+    setStates(caseId, job.fields, 'saving');
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        const answer = await api.request(job.method, job.url, { body: job.body, headers: { 'Idempotency-Key': key } });
+        if (answer.data && answer.data.id !== undefined) store.applyCase(answer.data, { remote: false });
+        for (const field of job.fields) if (!store.hasEdit(caseId, field)) store.setSaveState(caseId, field, 'saved');
+        job.resolve(answer.data);
+        return;
+      } catch (err) {
+        const error = asApiError(err);
+        if (!error.retryable || !store.getCase(caseId)) {
+          for (const field of job.fields) if (!store.hasEdit(caseId, field)) store.setSaveState(caseId, field, null);
+          if (error.status === 401) onUnauthorized(error);
+          job.reject(error);
+          return;
+        }
+        if (attempt === 0) onToast(`Not saved yet — ${error.message} Retrying…`, 'warning', { key: retryToastKey(caseId) });
+        await sleep(error.retryAfter ?? backoffDelay(attempt, retryDelaysMs, random));
+      }
+    }
+  }
+
   function succeeded(caseId, batch, json) {
     if (json && json.id !== undefined) store.applyCase(json, { remote: false });
+    const confirmed = [];
+    for (const field of batch.fields) {
+      const after = json && field in json ? json[field] : batch.changes[field];
+      if (!sameValue(after, batch.expected[field])) confirmed.push({ field, before: batch.expected[field], after });
+    }
     for (const field of batch.fields) {
       if (!store.hasEdit(caseId, field)) continue;
       if (sameValue(store.editValue(caseId, field), batch.changes[field])) {
@@ -213,6 +249,7 @@ export function createSaver(options) {
         store.setSaveState(caseId, field, 'dirty');
       }
     }
+    if (confirmed.length) onSaved(caseId, confirmed);
   }
 
   async function failed(caseId, q, batch, error) {
@@ -343,6 +380,21 @@ export function createSaver(options) {
     return isIdle(q) ? Promise.resolve() : new Promise((resolve) => q.waiters.push(resolve));
   }
 
+  /**
+   * Send a request of the caller's in the case's queue, after the saves queued
+   * before it: one Idempotency-Key, retried like a save on network and 5xx
+   * errors. Resolves with the answer's data (a case JSON answer is applied to
+   * the store); rejects with the ApiError of a refusal. `fields` show its
+   * save state.
+   * @param {{method?: string, url?: string, body: object, fields?: string[]}} request
+   */
+  function submit(caseId, { method = 'PATCH', url = caseUrl(caseId), body, fields = [] }) {
+    return new Promise((resolve, reject) => {
+      queue(caseId).jobs.push({ method, url, body, fields, resolve, reject });
+      kick(caseId);
+    });
+  }
+
   /** Cut every retry wait short (the browser came back `online`). */
   function retryNow() {
     for (const sleeper of [...sleepers]) {
@@ -402,6 +454,7 @@ export function createSaver(options) {
     hold,
     isHeld: (caseId, field) => held.has(fieldKey(caseId, field)) && store.hasEdit(caseId, field),
     flushAll: () => Promise.all([...queues.keys()].map((caseId) => flush(caseId))),
+    submit,
     retryNow,
     hasPending: () => store.hasEdits() || [...queues.values()].some((q) => !isIdle(q)),
     restoreDrafts,

@@ -72,7 +72,20 @@ function modal(className, labelledBy) {
   return dialog;
 }
 
-/** Conflicts come from the saver one at a time; the save queue waits on the answer. */
+// What the conflict dialog says for each kind of change: a typed edit, an
+// undo or redo of the tab's own save, or a value restored from the history.
+const CONFLICT_WORDING = {
+  edit: { title: 'This field changed while you were editing', yours: 'Yours', use: 'Use mine',
+    note: '“Use mine” replaces their saved value with yours.' },
+  undo: { title: 'Someone changed this since your edit', yours: 'Your undo would set', use: 'Undo anyway',
+    note: '“Undo anyway” replaces their saved value with the one you had before.' },
+  redo: { title: 'Someone changed this since your undo', yours: 'Your redo would set', use: 'Redo anyway',
+    note: '“Redo anyway” replaces their saved value with the one you had set.' },
+  restore: { title: 'This field changed since the history was shown', yours: 'The restore would set', use: 'Restore anyway',
+    note: '“Restore anyway” replaces their saved value with the one from the history.' },
+};
+
+/** Conflicts come from the saver (and undo) one at a time; the queue waits on the answer. */
 export function createConflictDialog(ctx) {
   const dialog = modal('conflict-dialog', 'conflict-title');
   dialog.id = 'conflict-dialog';
@@ -82,19 +95,26 @@ export function createConflictDialog(ctx) {
     return h('section', { class: `conflict-value ${className}` }, h('h3', { text: title }), h('p', { class: 'value', text: shown }));
   }
 
-  return function ask(caseId, field, theirs, mine, by) {
+  /** @param {'edit'|'undo'|'redo'|'restore'} [kind] */
+  return function ask(caseId, field, theirs, mine, by, kind = 'edit') {
     const json = ctx.store.getCase(caseId);
     const who = by && by.name ? by.name : 'Someone';
+    const words = CONFLICT_WORDING[kind] ?? CONFLICT_WORDING.edit;
+    const shown = theirs === null || theirs === '' ? '(empty)' : ctx.describe(field, theirs);
+    const question = kind === 'edit'
+      ? `${who} changed ${labelOf(field)} of ${json ? json.case_number : 'this case'}. Which version should stay?`
+      : `${who} changed ${labelOf(field)} of ${json ? json.case_number : 'this case'} to “${shown}” since. Nothing was overwritten.`;
     // Keeping theirs loses nothing already saved: it is the default.
     const keep = h('button', { type: 'button', class: 'btn btn-primary', dataset: { choice: 'theirs' }, text: 'Keep theirs' });
-    const use = h('button', { type: 'button', class: 'btn', dataset: { choice: 'mine' }, text: 'Use mine' });
+    const use = h('button', { type: 'button', class: 'btn', dataset: { choice: 'mine' }, text: words.use });
+    dialog.dataset.kind = kind;
     dialog.replaceChildren(
-      h('h2', { id: 'conflict-title', text: 'This field changed while you were editing' }),
-      h('p', { class: 'muted', text: `${who} changed ${labelOf(field)} of ${json ? json.case_number : 'this case'}. Which version should stay?` }),
+      h('h2', { id: 'conflict-title', text: words.title }),
+      h('p', { class: 'muted', text: question }),
       h('div', { class: 'conflict-values' },
         valueBlock(`Theirs (${who})`, field, theirs, 'theirs'),
-        valueBlock('Yours', field, mine, 'mine')),
-      h('p', { class: 'muted conflict-note', text: '“Use mine” replaces their saved value with yours.' }),
+        valueBlock(words.yours, field, mine, 'mine')),
+      h('p', { class: 'muted conflict-note', text: words.note }),
       h('div', { class: 'dialog-actions' }, use, keep),
     );
     return new Promise((resolve) => {
@@ -208,6 +228,7 @@ const SHORTCUTS = [
     ['Escape', 'Cancel the edit and stay on the cell'],
     ['Shift+Enter in a long text', 'New line'],
     ['Ctrl+V / Ctrl+C', 'Paste into / copy the cell'],
+    ['Ctrl+Z / Ctrl+Shift+Z', 'Undo / redo your last saved change (while typing: the typing)'],
   ]],
   ['Anywhere', [
     ['/', 'Search cases'],

@@ -3,7 +3,7 @@
 
 import { wordDiff, summarizeDiff } from './diff.js';
 import { absoluteTime, colourSlot, h, initials, relativeTime } from './dom.js';
-import { editableFields, isMemberField, kindOf, labelOf } from './fields.js';
+import { editableFields, isEditable, isMemberField, kindOf, labelOf, sameValue } from './fields.js';
 import { createControl, decorate, writeControl } from './view-table.js';
 
 const HISTORY_LIMIT = 100;
@@ -136,16 +136,46 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
     }
   }
 
-  function historyItem(entry) {
+  /**
+   * "Restore this value" of an entry that saved a field (editors and managers);
+   * the field's oldest entry shown also offers the value before it (a value the
+   * case was created with has no entry of its own).
+   */
+  function restoreButtons(entry, oldest) {
+    if (ctx.readOnly() || !isEditable(entry.field)) return null;
+    const id = caseId;
+    const now = ctx.store.confirmedValue(caseId, entry.field);
+    const button = (side, action, text) => {
+      const current = sameValue(now, side === 'old' ? entry.old : entry.new);
+      const el = h('button', {
+        type: 'button', class: 'btn btn-quiet btn-small', dataset: { action }, text,
+        disabled: current, title: current ? 'This is its value now' : `Set ${labelOf(entry.field)} back to “${describeValue(entry.field, side === 'old' ? entry.old : entry.new, ctx)}”`,
+      });
+      el.addEventListener('click', () => actions.restoreEntry(id, entry, side));
+      return el;
+    };
+    const earlier = oldest && entry.version > 1 ? button('old', 'restore-old', 'Restore the value before') : null;
+    return h('div', { class: 'entry-actions' }, button('new', 'restore', 'Restore this value'), earlier);
+  }
+
+  function historyItem(entry, oldest) {
     const user = entry.user || { id: 0, name: 'System' };
     const label = labelOf(entry.field);
-    const change = entry.old === undefined && entry.new === undefined ? null : changeOf(entry, ctx);
-    return h('li', { class: 'event' },
+    let what = ` changed ${label}`;
+    let change = entry.old === undefined && entry.new === undefined ? null : changeOf(entry, ctx);
+    if (entry.field === 'deleted') {
+      what = entry.new ? ' deleted the case' : ' restored the case from the trash';
+      change = null;
+    } else if (entry.restored_from) {
+      what = ` restored ${label} from entry #${entry.restored_from}`;
+    }
+    return h('li', { class: 'event history-entry', dataset: { entryId: String(entry.id) } },
       h('span', { class: `avatar avatar-sm avatar-c${colourSlot(user.id)}`, 'aria-hidden': 'true', text: initials(user.name) }),
       h('div', { class: 'event-body' },
-        h('p', {}, h('strong', { text: user.name }), ` changed ${label}`),
+        h('p', {}, h('strong', { text: user.name }), what, h('span', { class: 'muted entry-number', text: ` #${entry.id}` })),
         change,
-        h('time', { datetime: entry.at, title: absoluteTime(entry.at), text: relativeTime(entry.at) })));
+        h('time', { datetime: entry.at, title: absoluteTime(entry.at), text: relativeTime(entry.at) }),
+        restoreButtons(entry, oldest)));
   }
 
   async function loadHistory() {
@@ -157,7 +187,8 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
       const entries = await actions.loadHistory(id, HISTORY_LIMIT);
       if (request !== historyRequest || id !== caseId) return;
       history = entries;
-      timeline.replaceChildren(...entries.map(historyItem));
+      const oldest = new Map(entries.map((entry) => [entry.field, entry])); // newest first: the last one stays
+      timeline.replaceChildren(...entries.map((entry) => historyItem(entry, oldest.get(entry.field) === entry)));
       historyNote.textContent = entries.length ? '' : 'No changes yet.';
     } catch (err) {
       if (request === historyRequest) historyNote.textContent = `Could not load history: ${err.message}`;
@@ -196,7 +227,7 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
   async function remove() {
     const json = ctx.store.getCase(caseId);
     if (!json) return;
-    const sure = await confirm(`Delete ${json.case_number}?`, `The case of ${json.customer_name || 'this customer'} and its history will be removed for everyone.`, 'Delete case');
+    const sure = await confirm(`Delete ${json.case_number}?`, `The case of ${json.customer_name || 'this customer'} leaves the table for everyone. It stays in the trash, with its history, where managers can restore it until it is purged.`, 'Delete case');
     if (!sure) return;
     close(); // before the request: its own case-deleted event may beat the answer here
     try {

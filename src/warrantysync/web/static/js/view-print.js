@@ -16,9 +16,12 @@ export function createCaseSheet(ctx, { branchName }) {
 
   function historyLines(entries) {
     if (!entries.length) return [h('p', { text: 'No changes since the case was opened.' })];
-    const lines = entries.slice(0, HISTORY_LINES).map((entry) => h('li', {},
-      `${absoluteTime(entry.at)} — ${(entry.user && entry.user.name) || 'System'} set ${labelOf(entry.field)} to `,
-      h('q', { text: ctx.describe(entry.field, entry.new) })));
+    const lines = entries.slice(0, HISTORY_LINES).map((entry) => {
+      const who = `${absoluteTime(entry.at)} — ${(entry.user && entry.user.name) || 'System'}`;
+      if (entry.field === 'deleted') return h('li', { text: `${who} ${entry.new ? 'deleted the case' : 'restored the case from the trash'}` });
+      return h('li', {}, `${who} ${entry.restored_from ? 'restored' : 'set'} ${labelOf(entry.field)} to `,
+        h('q', { text: ctx.describe(entry.field, entry.new) }));
+    });
     const more = entries.length > HISTORY_LINES ? h('p', { text: `…and ${entries.length - HISTORY_LINES} earlier changes.` }) : null;
     return [h('ol', { class: 'sheet-history' }, lines), more];
   }

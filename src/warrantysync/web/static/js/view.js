@@ -13,6 +13,7 @@ import { createPanel, describeFull, describeValue } from './view-panel.js';
 import { createPeek } from './view-peek.js';
 import { createCaseSheet } from './view-print.js';
 import { COLUMNS, createTable } from './view-table.js';
+import { createTrash, createUndoButtons } from './view-undo.js';
 
 const CONNECTION_LABELS = {
   connecting: ['Connecting…', 'Opening the live connection'],
@@ -77,7 +78,8 @@ function storage() {
 /**
  * @param {{root: HTMLElement, config: object, store: object, actions: object}} options
  * actions: edit, focusField, blurField, discard, isDraft, saveDraft, discardDraft, forceRelease,
- * createCase, deleteCase, loadHistory, changePassword, logout, switchBranch
+ * createCase, deleteCase, loadHistory, changePassword, logout, switchBranch; undo, redo, nextUndo,
+ * nextRedo, restoreEntry, loadTrash, restoreCase (view-undo.js, view-panel.js)
  */
 export function createView({ root, config, store, actions }) {
   const ctx = buildContext(config, store, actions);
@@ -98,6 +100,14 @@ export function createView({ root, config, store, actions }) {
   });
   const dialogOpen = () => Boolean(document.querySelector('dialog[open]'));
   const grid = createGrid(ctx, { table, panel, actions, toast, peek, openHelp, dialogOpen });
+  // A pick (a dropdown) still focused ends its edit first, so the undone value shows in it.
+  const leaveControl = (el) => {
+    const position = table.position(el);
+    if (position) grid.focus(position.row, position.col);
+    else el.blur();
+  };
+  const undoButtons = createUndoButtons({ actions, dialogOpen, readOnly: ctx.readOnly, leaveControl });
+  const trash = createTrash(ctx, { actions, toast });
   ctx.focusCaseLink = (id) => grid.focus(id, COLUMNS[0]);
   const openPassword = createPasswordDialog({
     email: config.user ? config.user.email : '',
@@ -149,7 +159,8 @@ export function createView({ root, config, store, actions }) {
   const columnsMenu = h('div', { id: 'columns-menu', class: 'columns-menu', hidden: true });
   const newCase = h('button', { type: 'button', id: 'new-case', class: 'btn btn-primary', text: 'New case' });
   const toolbar = h('div', { class: 'toolbar' }, search, statusFilter, assigneeFilter, count, viewOnly,
-    h('span', { class: 'spacer' }), h('div', { class: 'columns-wrap' }, columnsButton, columnsMenu), newCase);
+    h('span', { class: 'spacer' }), undoButtons.element, trash.button,
+    h('div', { class: 'columns-wrap' }, columnsButton, columnsMenu), newCase);
 
   const liveBanner = h('p', { id: 'live-state-banner', class: 'banner', role: 'status', hidden: true, text: LIVE_STATE_UNAVAILABLE });
   const printCaption = h('p', { class: 'print-caption' });
@@ -325,6 +336,7 @@ export function createView({ root, config, store, actions }) {
 
   function bind() {
     grid.bind(root);
+    undoButtons.bind();
     peek.bind(wrap);
     search.addEventListener('input', () => {
       clearTimeout(searchTimer);
@@ -404,6 +416,8 @@ export function createView({ root, config, store, actions }) {
     root.dataset.role = role;
     newCase.hidden = role === 'viewer';
     viewOnly.hidden = role !== 'viewer';
+    trash.setRole(role);
+    undoButtons.refresh();
     decorateAll();
   }
 
@@ -456,6 +470,9 @@ export function createView({ root, config, store, actions }) {
     toast,
     dismissToast: (key) => toasts.dismissKey(key),
     askConflict,
+    /** The undo stacks changed: the buttons say what is next. */
+    undoChanged: () => undoButtons.refresh(),
+    describe: (field, value) => ctx.describe(field, value),
     lockLost,
     renderField(caseId, field) {
       table.renderCell(caseId, field);
