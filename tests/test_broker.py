@@ -6,11 +6,13 @@ import asyncio
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factories import seed_world
+from conftest import login
+from factories import World, seed_world
 from warrantysync.container import Services
 from warrantysync.services import broker as broker_module
 from warrantysync.services.accounts import Principal
@@ -252,3 +254,34 @@ def test_an_unknown_broker_scheme_is_named() -> None:
     assert isinstance(make_broker_backend(None), MemoryBrokerBackend)
     with pytest.raises(ValueError, match="'kafka'"):
         make_broker_backend("kafka://queue:9092")
+
+
+async def test_a_subscriber_whose_writer_raises_is_closed_alone(
+    client: httpx.AsyncClient, services: Services, world: World
+) -> None:
+    """A committed PATCH answers 200 and the rest of the branch gets its event."""
+    branch, case = world.branches["downtown"], world.cases["phone"]
+
+    def broken(chunk: bytes) -> bool:
+        # What uvloop raises for a write to a transport that closed under us.
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+    before, failing, after = _sub(branch, "before"), _sub(branch, "failing"), _sub(branch, "after")
+    for sub in (before, failing, after):
+        await services.broker.subscribe(sub)
+    failing.writer = broken
+    csrf = await login(client, "alice@example.com")
+    response = await client.patch(
+        f"/api/cases/{case}", json={"changes": {"notes": "isolated"}}, headers=csrf
+    )
+    assert response.status_code == 200, response.text
+    assert failing.close_reason == "failed" and failing.writer is None
+    for sub in (before, after):
+        (frame,) = [frame for _id, frame in sub.drain()]
+        assert b'"notes":"isolated"' in frame
+    # The next event still reaches everyone left.
+    response = await client.patch(
+        f"/api/cases/{case}", json={"changes": {"notes": "again"}}, headers=csrf
+    )
+    assert response.status_code == 200
+    assert all(len(_ids(sub)) == 1 for sub in (before, after))

@@ -232,9 +232,12 @@ class Broker:
         """The fan-out loop: per stream, one direct socket write or one queue append."""
         frame, event_id, chunk = event.frame, event.event_id, event.chunk
         for sub in subscribers:
-            writer = sub.writer  # inlined fast path of Subscriber.push
-            if writer is None or not writer(chunk):
-                sub.push(frame, event_id, chunk)
+            try:
+                writer = sub.writer  # inlined fast path of Subscriber.push
+                if writer is None or not writer(chunk):
+                    sub.push(frame, event_id, chunk)
+            except Exception:
+                _cut_off(sub)
 
     def _coalesce_presence(self, branch: _Branch, event: Event) -> None:
         """Deliver only the newest ``presence`` of a burst (each is the complete list).
@@ -341,6 +344,20 @@ class Broker:
                 self._push_to(subscribers[start : start + HEARTBEAT_SLICE], event)
                 sent += min(HEARTBEAT_SLICE, len(subscribers) - start)
         return sent
+
+
+def _cut_off(sub: Subscriber) -> None:
+    """Close one stream whose delivery raised; the others and the publisher never see it.
+
+    The publisher may be a PATCH that has already committed: its 200 must not
+    turn into a 500 because one connection broke (docs/protocol.md, "The event
+    stream": the client reconnects and resumes from its last id).
+    """
+    log.exception("delivery to a stream of branch %s failed; closing it", sub.branch_id)
+    try:
+        sub.close("failed")
+    except Exception:
+        log.exception("closing the failed stream raised too")
 
 
 def goodbye_frame(reason: str, retry_ms: tuple[int, int]) -> bytes:
