@@ -40,7 +40,12 @@ SWEEP_EVERY = 3600.0
 
 
 async def build_services(settings: Settings) -> Services:
-    db = Database(settings.database_url, timeout=settings.database_timeout, check_durability=True)
+    db = Database(
+        settings.database_url,
+        timeout=settings.database_timeout,
+        check_durability=True,
+        one_trip="one_trip" in settings.fast_paths,
+    )
     metrics = Metrics()
     broker = Broker(
         make_broker_backend(settings.redis_url),
@@ -105,6 +110,25 @@ async def build_services(settings: Settings) -> Services:
     )
 
 
+def announce_fast_paths(services: Services) -> None:
+    """Say which transport paths run (docs/performance.md, "Transport fast paths").
+
+    The stream's path is known for sure only once a stream is served: the
+    response logs and counts it then (``web/sse.py``).
+    """
+    db, settings = services.db, services.settings
+    services.metrics.set_transport(sqlite=db.sqlite_path)
+    if db.sqlite_path == "one_trip":
+        log.info("SQLite: one driver trip per statement (storage/sqlite.py)")
+    elif db.sqlite_path == "stock":
+        reason = "turned off" if "one_trip" not in settings.fast_paths else "unsupported here"
+        log.info("SQLite: the stock aiosqlite adapter (one-trip cursor %s)", reason)
+    if "direct" in settings.fast_paths:
+        log.info("event streams: direct writes where uvicorn's httptools protocol serves them")
+    else:
+        log.info("event streams: plain ASGI sends (direct writes turned off)")
+
+
 async def _every(period: float, work: Callable[[], Awaitable[object]], name: str) -> None:
     """Run ``work`` every ``period`` seconds; a failure is logged, never fatal."""
     while True:
@@ -148,12 +172,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings)
         app.state.services = services
+        announce_fast_paths(services)
         unwatch_gc = services.metrics.watch_gc()
         await services.broker.start()
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(services.locks.run(stop), name="lock-expiry"),
-            # Presence upkeep (issue 5): with Redis, renews this node's lease and
+            # Presence upkeep: with Redis, renews this node's lease and
             # takes over the streams of nodes whose lease lapsed; idle in memory.
             asyncio.create_task(services.presence.run(stop), name="presence-upkeep"),
             asyncio.create_task(

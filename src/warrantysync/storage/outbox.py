@@ -1,4 +1,4 @@
-"""The durable event log (DESIGN §4) and the counters that number it.
+"""The durable event log (docs/protocol.md, "The event stream") and the counters that number it.
 
 ``append_event`` must run inside the write transaction of the change it
 describes: the branch counter row is bumped there, so ids are contiguous and

@@ -7,7 +7,6 @@ import logging
 from ..events import Event
 from .base import OnEvent, OnLost, OnResubscribe
 
-
 log = logging.getLogger(__name__)
 
 

@@ -1,8 +1,9 @@
-"""Fan-out between processes over Redis pub/sub (DESIGN §1, §4).
+"""Fan-out between processes over Redis pub/sub.
 
 One pub/sub connection per process and one channel for every branch: each
 node hears every event, and the ``Broker`` front drops what none of its
-streams wants. A message is a short ASCII header and the event's JSON as it
+streams wants (docs/architecture.md, "Alice changes a customer's name",
+step 6). A message is a short ASCII header and the event's JSON as it
 goes on the wire::
 
     b"<branch_id> <event_id or -> <kind> " + data
@@ -28,7 +29,8 @@ missed. The outbox is the truth, so this module never tries to be reliable:
   counted (``publish_failures``), and other nodes repair from the outbox: the
   next event they see leaves a gap in the branch's ids, or their own
   re-subscription reads it. A save that already committed must not fail
-  because the fast path is down (DESIGN §3: acknowledged means durable).
+  because the fast path is down (docs/security.md, "Failures": a 200 means the
+  change is on stable storage).
 """
 
 from __future__ import annotations
