@@ -25,6 +25,7 @@ from .services.locks import LockManager, locks_seen_by, make_lock_backend
 from .services.metrics import TASKS_SAMPLE_EVERY, Metrics
 from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
+from .services.streams import StreamConfig
 from .storage.db import Database
 from .web import errors as web_errors
 from .web import openapi as web_openapi
@@ -99,6 +100,12 @@ async def build_services(settings: Settings) -> Services:
         broker=broker,
         locks=lock_manager,
         presence=presence,
+        stream_config=StreamConfig(
+            heartbeat_ms=int(settings.heartbeat_interval * 1000),
+            lock_ttl_ms=int(settings.lock_ttl * 1000),
+            max_frames=settings.stream_buffer,
+            max_streams=settings.max_streams_per_user,
+        ),
         limits=RateLimits(
             storage_url=settings.redis_url,
             writes=settings.rate_limit_writes,
@@ -162,7 +169,7 @@ async def revalidate_streams(services: Services) -> None:
         return
     for sub in subscribers:
         if (sub.principal_key, sub.user_id, sub.branch_id) not in allowed:
-            sub.close("revoked")
+            services.broker.close(sub, "revoked")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -12,6 +12,7 @@ from .services.locks import LockManager
 from .services.metrics import Metrics
 from .services.presence import Presence
 from .services.ratelimit import RateLimits
+from .services.streams import StreamConfig
 from .storage.db import Database
 
 
@@ -26,3 +27,4 @@ class Services:
     locks: LockManager
     presence: Presence
     limits: RateLimits
+    stream_config: StreamConfig  # what every event stream of the app is opened with

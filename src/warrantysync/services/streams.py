@@ -37,6 +37,8 @@ OVERLOAD_RETRY_MS = (2000, 10000)
 
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
+    """The same for every stream of the app (``Services.stream_config``)."""
+
     heartbeat_ms: int
     lock_ttl_ms: int
     max_frames: int = 512
@@ -44,17 +46,17 @@ class StreamConfig:
 
 
 class Stream:
+    """Holds only what the stream still needs while it is open: thousands stay open
+    for hours (docs/performance.md), so not the caller's ``Principal`` either."""
+
     __slots__ = (
         "_attendance",
         "_caught_up",
         "_subscription",
-        "branch_id",
         "broker",
-        "client_id",
         "config",
         "locks",
         "presence",
-        "principal",
         "resume",
         "subscriber",
     )
@@ -75,9 +77,6 @@ class Stream:
         self.locks = locks
         self.presence = presence
         self.config = config
-        self.principal = principal
-        self.branch_id = branch_id
-        self.client_id = client_id
         self.resume = resume
         key = (
             ("session", principal.session_id)
@@ -90,7 +89,7 @@ class Stream:
             client_id=client_id,
             principal_key=key,
             max_frames=config.max_frames,
-            on_slow=self._count_slow,
+            on_slow=broker.count_slow,
         )
         self._attendance = presence.attend(
             branch_id=branch_id,
@@ -101,10 +100,6 @@ class Stream:
         )
         self._subscription = broker.subscribe(self.subscriber)
         self._caught_up = 0
-
-    def _count_slow(self, dropped: int) -> None:
-        self.broker.metrics.slow_subscriber_disconnects.inc()
-        self.broker.metrics.events_dropped.inc(dropped)
 
     async def __aenter__(self) -> Stream:
         """Count the stream (``TooManyStreams`` at the user's cap), then subscribe it."""
@@ -149,8 +144,9 @@ class Stream:
     async def opening(self) -> tuple[bytes, bool]:
         """``retry``, the replay and ``ready`` in one write; False: the stream ends there."""
         retry = retry_frame(RETRY_MS)
+        resume, self.resume = self.resume, None  # needed once
         try:
-            caught = await self.broker.catch_up(self.branch_id, self.resume)
+            caught = await self.broker.catch_up(self.subscriber.branch_id, resume)
         except (Overloaded, Unavailable):
             return retry + goodbye_frame("overloaded", OVERLOAD_RETRY_MS), False
         self._caught_up = caught.caught_up
@@ -173,14 +169,12 @@ class Stream:
         return b"".join(batch), sub.closed
 
     async def _ready(self, caught_up: int) -> bytes:
+        sub = self.subscriber
         state = await live_state(
-            locks=self.locks,
-            presence=self.presence,
-            branch_id=self.branch_id,
-            seen_by=self.principal.user_id,
+            locks=self.locks, presence=self.presence, branch_id=sub.branch_id, seen_by=sub.user_id
         )
         payload: dict[str, Any] = {
-            "client_id": self.client_id,
+            "client_id": sub.client_id,
             "last_event_id": str(caught_up),
             **state,
             "heartbeat_ms": self.config.heartbeat_ms,

@@ -28,13 +28,14 @@ and the log say which path runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Send
 
 from ..services.broker.subscriber import Writer
-from ..services.streams import Stream
+
+if TYPE_CHECKING:
+    from .sse import EventStreamResponse
 
 DIRECT = "direct"
 ASGI = "asgi"
@@ -54,9 +55,6 @@ _CYCLE_ATTRIBUTES = (
     "message_event",
 )
 _FLOW_ATTRIBUTES = ("write_paused", "_is_writable_event")
-
-# ``EventStreamResponse._send``: one body chunk through ASGI ``send``, with the send timeout.
-SendBody = Callable[[Send, bytes], Awaitable[None]]
 
 
 def direct_cycle(receive: Receive) -> tuple[Any, str]:
@@ -78,13 +76,13 @@ def direct_cycle(receive: Receive) -> tuple[Any, str]:
     return cycle, ""
 
 
-async def serve(
-    stream: Stream, cycle: Any, receive: Receive, send: Send, send_body: SendBody
-) -> None:
-    """Write ``stream`` until it ends: queued batches through ``send_body``, the rest direct."""
+async def serve(response: EventStreamResponse, cycle: Any, receive: Receive, send: Send) -> None:
+    """Write the response's stream until it ends: queued batches through ASGI ``send``
+    (``response.send_body``, with its timeout), the rest directly."""
+    stream = response.stream
     sub = stream.subscriber
     opening, live = await stream.opening()
-    await send_body(send, opening)
+    await response.send_body(send, opening)
     if not live:
         return
     slim_down(cycle)
@@ -93,7 +91,7 @@ async def serve(
     while True:
         batch, finished = stream.take()
         if batch:
-            await send_body(send, batch)
+            await response.send_body(send, batch)
         if finished:
             return
         if sub.queued:

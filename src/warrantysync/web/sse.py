@@ -69,7 +69,7 @@ class EventStreamResponse(Response):
             if cycle is None:
                 await self._serve_asgi(receive, send)
             else:
-                await fastpath.serve(self.stream, cycle, receive, send, self._send)
+                await fastpath.serve(self, cycle, receive, send)
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(self.send_timeout):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -95,7 +95,7 @@ class EventStreamResponse(Response):
         else:
             log.info("event streams: plain ASGI sends: %s", why_not)
 
-    async def _send(self, send: Send, body: bytes) -> None:
+    async def send_body(self, send: Send, body: bytes) -> None:
         async with asyncio.timeout(self.send_timeout):
             await send({"type": "http.response.body", "body": body, "more_body": True})
 
@@ -105,7 +105,7 @@ class EventStreamResponse(Response):
         try:
             async with contextlib.aclosing(self.stream.frames()) as frames:
                 async for chunk in frames:
-                    await self._send(send, chunk)
+                    await self.send_body(send, chunk)
         finally:
             watcher.cancel()
 

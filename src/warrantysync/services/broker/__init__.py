@@ -98,6 +98,8 @@ class Broker:
             deadline=replay_deadline,
         )
         self.coalescer = PresenceCoalescer(self._fan_out)
+        # One bound method for every subscriber, not one per stream.
+        self.count_slow = self._count_slow
         self._direct = metrics.deliveries.labels(path="direct")
         self._queued = metrics.deliveries.labels(path="queued")
         # Set by the app once locks and presence exist (they publish through us):
@@ -140,8 +142,17 @@ class Broker:
         """``async with broker.subscribe(sub):`` — ``sub`` gets the branch's events inside."""
         return Subscription(self, sub)
 
+    def _count_slow(self, dropped: int) -> None:
+        """A stream was cut off for not keeping up, ``dropped`` frames with it."""
+        self.metrics.slow_subscriber_disconnects.inc()
+        self.metrics.events_dropped.inc(dropped)
+
     def subscribers(self) -> list[Subscriber]:
         return self.registry.all()
+
+    def close(self, sub: Subscriber, reason: str) -> None:
+        """End one stream (it leaves through its own ``async with``); never raises."""
+        fanout.close(sub, reason)
 
     def head(self, branch_id: int) -> int:
         return self.replay.head(branch_id)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from ...container import Services
 from ...errors import NotAuthenticated, Unavailable, ValidationFailed
 from ...ids import ID_RULE, parse_id
-from ...services.streams import Stream, StreamConfig
+from ...services.streams import Stream
 from ..deps import optional_principal
 from ..sse import EventStreamResponse
 from .cases import CLIENT_ID_CHARS
@@ -65,12 +65,7 @@ async def open_stream(request: Request, raw_branch_id: str) -> EventStreamRespon
         broker=services.broker,
         locks=services.locks,
         presence=services.presence,
-        config=StreamConfig(
-            heartbeat_ms=int(settings.heartbeat_interval * 1000),
-            lock_ttl_ms=int(settings.lock_ttl * 1000),
-            max_frames=settings.stream_buffer,
-            max_streams=settings.max_streams_per_user,
-        ),
+        config=services.stream_config,
         principal=principal,
         branch_id=branch_id,
         client_id=client_id,
