@@ -12,7 +12,7 @@ PORT ?= 8000
 INSTALLED := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
 
-.PHONY: run test check lint-fix clean bench fuzz faults
+.PHONY: run test check axe lint-fix clean bench fuzz faults
 
 ## run: install, migrate, load demo data (only into an empty database), serve
 run: $(INSTALLED)
@@ -23,8 +23,15 @@ run: $(INSTALLED)
 ## test: everything CI runs; as root also apt-installs the servers the tests start
 test: check
 	bash scripts/install-test-system-deps.sh
+	$(MAKE) --no-print-directory axe
 	node --test tests/js/
 	$(BIN)/pytest
+
+## axe: axe-core for the accessibility tests, into tests/js/node_modules (ignored; no lock file)
+AXE := tests/js/node_modules/axe-core/axe.min.js
+axe: $(AXE)
+$(AXE):
+	npm install --prefix tests/js --no-package-lock --no-save --no-audit --no-fund --silent axe-core@4
 
 ## check: lint, format check and type check only
 check: $(INSTALLED_TEST)

@@ -1,4 +1,4 @@
-"""Targets of issue 7 against one run's figures: results.md and the charts."""
+"""The performance targets against one run's figures: results.md and the charts."""
 
 from __future__ import annotations
 

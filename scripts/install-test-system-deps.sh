@@ -3,7 +3,7 @@
 #
 # Checks for: /usr/bin/chromium (Playwright drives it; never `playwright install`),
 # redis-server, PostgreSQL server binaries, mariadbd/mysqld, nginx (the documented proxy
-# config runs in front of a server), openssl (its test certificate), node, and the
+# config runs in front of a server), openssl (its test certificate), node and npm, and the
 # filesystem tools the storage-fault tests mount their small disks with (mkfs.ext4 and
 # e2fsck from e2fsprogs, losetup and mount from mount/util-linux; they also need root). As root it runs
 # `apt-get update` once and installs what is missing; as anyone else it warns and
@@ -11,6 +11,7 @@
 #
 # The servers are never used as system services: tests start private instances on
 # free loopback ports (tests/servers.py). Services that apt may start are left alone.
+# npm installs axe-core for the accessibility tests (`make axe`).
 set -euo pipefail
 
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" # mariadbd and nginx live in /usr/sbin
@@ -30,6 +31,7 @@ have openssl || missing+=(openssl)
 have node || missing+=(nodejs)
 have mkfs.ext4 && have e2fsck || missing+=(e2fsprogs)
 have losetup && have mount || missing+=(mount)
+have npm || missing+=(npm)
 
 if ((${#missing[@]} == 0)); then
     exit 0

@@ -1,4 +1,7 @@
-"""Login, logout, sessions, CSRF/Origin, bearer tokens and login rate limits (DESIGN §3)."""
+"""Login, logout, sessions, CSRF/Origin, bearer tokens and login rate limits.
+
+The contract: docs/protocol.md, "Authentication".
+"""
 
 from __future__ import annotations
 
@@ -500,7 +503,7 @@ async def test_an_active_session_does_not_expire(db_url: str, world: World) -> N
 async def test_fractional_session_ttl_still_gives_a_usable_cookie(
     db_url: str, world: World
 ) -> None:
-    """Durations accept fractions (DESIGN §6): the cookie must not be born expired."""
+    """Durations accept fractions (README, "Configuration"): the cookie must not be born expired."""
     async with app_client(db_url, session_ttl=0.5) as http:
         response = await http.post(
             "/api/auth/login", json={"email": "alice@example.com", "password": "pw-secret"}
@@ -559,3 +562,97 @@ async def test_refused_login_attempts_do_not_count(db_url: str, world: World) ->
         )
         assert_error(response, 429, "rate_limited")  # now the IP is exhausted
         assert "retry-after" in response.headers
+
+
+# -- changing the password ---------------------------------------------------------
+
+
+async def change_password(
+    http: httpx.AsyncClient, headers: dict[str, str], current: str, new: str
+) -> httpx.Response:
+    return await http.post(
+        "/api/auth/password",
+        json={"current_password": current, "new_password": new},
+        headers=headers,
+    )
+
+
+async def test_a_password_change_ends_every_other_session(
+    client: httpx.AsyncClient, world: World, new_client: ClientFactory
+) -> None:
+    laptop, phone = new_client(), new_client()
+    await login(laptop, "alice@example.com")
+    await login(phone, "alice@example.com")
+    bob = new_client()
+    await login(bob, "bob@example.com")
+    headers = await login(client, "alice@example.com")
+
+    response = await change_password(client, headers, "pw-secret", "a much longer one")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"sessions_ended": 2}
+    # This session goes on; the others of the same user are gone; Bob is untouched.
+    assert (await client.get("/api/me")).status_code == 200
+    assert (await laptop.get("/api/me")).status_code == 401
+    assert (await phone.get("/api/me")).status_code == 401
+    assert (await bob.get("/api/me")).status_code == 200
+    old = await client.post(
+        "/api/auth/login", json={"email": "alice@example.com", "password": "pw-secret"}
+    )
+    assert old.status_code == 401
+    await login(new_client(), "alice@example.com", "a much longer one")
+
+
+async def test_a_password_change_needs_the_current_password_and_csrf(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    headers = await login(client, "alice@example.com")
+    body = assert_error(
+        await change_password(client, headers, "not-it", "a much longer one"),
+        422,
+        "validation_error",
+    )
+    assert (body["field"], body["rule"]) == ("current_password", "incorrect")
+    assert_error(
+        await change_password(client, {}, "pw-secret", "a much longer one"), 403, "csrf_failed"
+    )
+    anonymous = await client.post(
+        "/api/auth/logout", headers=headers
+    )  # signed out: the change is 401
+    assert anonymous.status_code == 204
+    assert_error(
+        await change_password(client, headers, "pw-secret", "a much longer one"),
+        401,
+        "not_authenticated",
+    )
+
+
+@pytest.mark.parametrize(
+    ("new", "rule"),
+    [("short", "min_length"), (" " * 12, "blank"), ("x" * 1025, "max_length")],
+)
+async def test_a_new_password_must_follow_the_policy(
+    client: httpx.AsyncClient, world: World, new: str, rule: str
+) -> None:
+    headers = await login(client, "alice@example.com")
+    body = assert_error(
+        await change_password(client, headers, "pw-secret", new), 422, "validation_error"
+    )
+    assert (body["field"], body["rule"]) == ("new_password", rule)
+    # Nothing changed: the old password still works.
+    await login(client, "alice@example.com")
+
+
+async def test_wrong_current_passwords_share_the_login_limit(db_url: str, world: World) -> None:
+    async with app_client(db_url, rate_limit_login="2/15minutes;50/15minutes") as http:
+        headers = await login(http, "alice@example.com")
+        for _ in range(2):
+            response = await change_password(http, headers, "guess", "a much longer one")
+            assert response.status_code == 422
+        response = await change_password(http, headers, "pw-secret", "a much longer one")
+        assert_error(response, 429, "rate_limited")
+        assert "retry-after" in response.headers
+        # The login of that account is held back as well.
+        again = await http.post(
+            "/api/auth/login", json={"email": "alice@example.com", "password": "pw-secret"}
+        )
+        assert again.status_code == 429

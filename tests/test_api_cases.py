@@ -1,6 +1,6 @@
 """The cases API through the ASGI app: snapshot, create, read, PATCH, delete, history.
 
-The PATCH answer order of DESIGN §3 has one test per adjacent pair near the end.
+The PATCH answer order of docs/protocol.md ("PATCH") has one test per adjacent pair near the end.
 """
 
 from __future__ import annotations
@@ -421,6 +421,7 @@ def invalid_cases(world: World, tomorrow: str) -> list[tuple[str, Any, str]]:
         ("purchase_date", 20240115, "type"),
         ("assignee_id", world.users["erin"], "member"),  # airport only
         ("assignee_id", 999999, "member"),
+        ("assignee_id", world.users["carol"], "assignable"),  # a viewer of downtown
         ("assignee_id", "2", "type"),
         ("notes", 5, "type"),
         ("colour", "red", "unknown_field"),
@@ -448,7 +449,6 @@ def valid_cases(world: World, today: str) -> list[tuple[str, Any, Any]]:
         ("purchase_date", "2020-02-29", "2020-02-29"),
         ("purchase_date", None, None),
         ("assignee_id", world.users["bob"], world.users["bob"]),
-        ("assignee_id", world.users["carol"], world.users["carol"]),  # viewers are members too
         ("assignee_id", None, None),
     ]
     return cases
@@ -537,6 +537,22 @@ async def test_assignee_must_be_a_member_of_the_cases_branch(as_user: As, world:
     assert_error(refused, 422, "validation_error", "assignee_id")
 
 
+async def test_a_viewer_cannot_be_the_assignee(as_user: As, world: World) -> None:
+    dave = await as_user("dave")
+    phone = world.cases["phone"]
+    refused = await dave.patch(phone, {"changes": {"assignee_id": world.users["carol"]}})
+    assert_error(refused, 422, "validation_error", "assignee_id")
+    assert refused.json()["rule"] == "assignable"
+    assert (await dave.get(f"/api/cases/{phone}")).json()["assignee_id"] is None
+    created = await dave.create(
+        world.branches["downtown"],
+        {"customer_name": "Vi Ewer", "assignee_id": world.users["carol"]},
+    )
+    assert_error(created, 422, "validation_error", "assignee_id")
+    ok = await dave.patch(phone, {"changes": {"assignee_id": world.users["dave"]}})
+    assert ok.status_code == 200, ok.text
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -567,6 +583,319 @@ async def test_patch_body_shape_is_422_naming_the_member(
     phone = world.cases["phone"]
     before = await state(alice, world, phone)
     assert_error(await alice.patch(phone, body), 422, "validation_error", field)
+    assert await state(alice, world, phone) == before
+
+
+# (body, X-Client-Id, field, rule, message) of a 422 validation_error.
+PATCH_REFUSALS = [
+    (b"[]", None, "body", "type", "body: must be a JSON object"),
+    (b'"changes"', None, "body", "type", "body: must be a JSON object"),
+    (b"17", None, "body", "type", "body: must be a JSON object"),
+    (b"null", None, "body", "type", "body: must be a JSON object"),
+    (b"true", None, "body", "type", "body: must be a JSON object"),
+    (b"1.5", None, "body", "type", "body: must be a JSON object"),
+    (b"{}", None, "changes", "required", "changes: must name at least one field"),
+    (b'{"changes": {}}', None, "changes", "required", "changes: must name at least one field"),
+    (b'{"changes": []}', None, "changes", "type", "changes: must be a JSON object"),
+    (b'{"changes": null}', None, "changes", "type", "changes: must be a JSON object"),
+    (b'{"changes": "notes"}', None, "changes", "type", "changes: must be a JSON object"),
+    (b'{"changes": 3}', None, "changes", "type", "changes: must be a JSON object"),
+    (
+        b'{"changes": {"notes": "a"}, "expected": []}',
+        None,
+        "expected",
+        "type",
+        "expected: must be a JSON object",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "expected": null}',
+        None,
+        "expected",
+        "type",
+        "expected: must be a JSON object",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "expected": "x"}',
+        None,
+        "expected",
+        "type",
+        "expected: must be a JSON object",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": []}',
+        None,
+        "lock_tokens",
+        "type",
+        "lock_tokens: must be a JSON object",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": null}',
+        None,
+        "lock_tokens",
+        "type",
+        "lock_tokens: must be a JSON object",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": "t"}',
+        None,
+        "lock_tokens",
+        "type",
+        "lock_tokens: must be a JSON object",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": {"notes": 5}}',
+        None,
+        "lock_tokens",
+        "type",
+        "lock_tokens: values must be strings",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": {"notes": null}}',
+        None,
+        "lock_tokens",
+        "type",
+        "lock_tokens: values must be strings",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": {"notes": ["t"]}}',
+        None,
+        "lock_tokens",
+        "type",
+        "lock_tokens: values must be strings",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": {"notes": true}}',
+        None,
+        "lock_tokens",
+        "type",
+        "lock_tokens: values must be strings",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": {"status": "t"}}',
+        None,
+        "status",
+        "lock_tokens_without_change",
+        "lock_tokens.status: names a field that is not in changes",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": {"status": 5}}',
+        None,
+        "status",
+        "lock_tokens_without_change",
+        "lock_tokens.status: names a field that is not in changes",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": {"notes": 5, "status": "t"}}',
+        None,
+        "status",
+        "lock_tokens_without_change",
+        "lock_tokens.status: names a field that is not in changes",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "extra": 1}',
+        None,
+        "extra",
+        "unknown_member",
+        "extra: unknown member",
+    ),
+    (b'{"extra": 1, "changes": []}', None, "extra", "unknown_member", "extra: unknown member"),
+    (b'{"changes": [], "extra": 1}', None, "extra", "unknown_member", "extra: unknown member"),
+    (b'{"a": 1, "b": 2}', None, "a", "unknown_member", "a: unknown member"),
+    (
+        b'{"changes": {"notes": "a"}, "version": 1}',
+        None,
+        "version",
+        "unknown_member",
+        "version: unknown member",
+    ),
+    (b'{"changes": [], "expected": []}', None, "changes", "type", "changes: must be a JSON object"),
+    (
+        b'{"changes": {}, "expected": []}',
+        None,
+        "changes",
+        "required",
+        "changes: must name at least one field",
+    ),
+    (
+        b'{"expected": [], "changes": {}}',
+        None,
+        "changes",
+        "required",
+        "changes: must name at least one field",
+    ),
+    (
+        b'{"expected": {"notes": ""}}',
+        None,
+        "changes",
+        "required",
+        "changes: must name at least one field",
+    ),
+    (b'{"lock_tokens": []}', None, "changes", "required", "changes: must name at least one field"),
+    (
+        b'{"changes": {"notes": "a"}, "expected": [], "lock_tokens": []}',
+        None,
+        "expected",
+        "type",
+        "expected: must be a JSON object",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": [], "expected": []}',
+        None,
+        "expected",
+        "type",
+        "expected: must be a JSON object",
+    ),
+    (b'{"changes": {"colour": 1}}', None, "colour", "unknown_field", "colour: unknown field"),
+    (b'{"changes": {"id": 1}}', None, "id", "read_only", "id: is read-only"),
+    (b'{"changes": {"notes": 5}}', None, "notes", "type", "notes: must be a string"),
+    (
+        b'{"changes": {"status": "bogus"}, "expected": {"colour": 1}}',
+        None,
+        "status",
+        "choice",
+        "status: must be one of new, diagnosing, awaiting_parts, in_repair, ready, closed,"
+        " rejected",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "expected": {"status": "new"}}',
+        None,
+        "status",
+        "expected_without_change",
+        "expected.status: names a field that is not in changes",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "expected": {"colour": "x"}}',
+        None,
+        "colour",
+        "expected_without_change",
+        "expected.colour: names a field that is not in changes",
+    ),
+    (
+        b'{"changes": {"status": "bogus"}, "lock_tokens": {"notes": "x"}}',
+        None,
+        "notes",
+        "lock_tokens_without_change",
+        "lock_tokens.notes: names a field that is not in changes",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": {"notes": "t"}, "expected": {"status": 1}}',
+        None,
+        "status",
+        "expected_without_change",
+        "expected.status: names a field that is not in changes",
+    ),
+    (
+        b'{"changes": {"notes": "a"}}',
+        "bad id",
+        "X-Client-Id",
+        "client_id",
+        "X-Client-Id: must be 1..64 letters, digits, '-' or '_'",
+    ),
+    (
+        b'{"changes": {"notes": "a"}}',
+        "",
+        "X-Client-Id",
+        "client_id",
+        "X-Client-Id: must be 1..64 letters, digits, '-' or '_'",
+    ),
+    (
+        b'{"changes": {"notes": "a"}}',
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "X-Client-Id",
+        "client_id",
+        "X-Client-Id: must be 1..64 letters, digits, '-' or '_'",
+    ),
+    (
+        b'{"changes": {"notes": "a"}}',
+        "a.b",
+        "X-Client-Id",
+        "client_id",
+        "X-Client-Id: must be 1..64 letters, digits, '-' or '_'",
+    ),
+    (b'{"changes": []}', "bad id", "changes", "type", "changes: must be a JSON object"),
+    (
+        b'{"changes": {"status": "bogus"}}',
+        "bad id",
+        "X-Client-Id",
+        "client_id",
+        "X-Client-Id: must be 1..64 letters, digits, '-' or '_'",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "lock_tokens": {"status": "t"}}',
+        "bad id",
+        "status",
+        "lock_tokens_without_change",
+        "lock_tokens.status: names a field that is not in changes",
+    ),
+    (
+        b'{"changes": {"notes": "a"}, "changes": []}',
+        None,
+        "changes",
+        "type",
+        "changes: must be a JSON object",
+    ),
+    (
+        b'{"changes": [], "changes": {"notes": "a"}, "x": 1, "x": 2}',
+        None,
+        "x",
+        "unknown_member",
+        "x: unknown member",
+    ),
+    (
+        b'{"changes": {"assignee_id": 123456789012345678901234567890}}',
+        None,
+        "assignee_id",
+        "type",
+        "assignee_id: must be a user id or null",
+    ),
+    (
+        b'{"changes": {"assignee_id": 1.0}}',
+        None,
+        "assignee_id",
+        "type",
+        "assignee_id: must be a user id or null",
+    ),
+    (
+        b'{"changes": {"assignee_id": true}}',
+        None,
+        "assignee_id",
+        "type",
+        "assignee_id: must be a user id or null",
+    ),
+]
+NOT_JSON = [
+    b'{"changes": {"notes": NaN}}',
+    b'{"changes": {"notes": "\\ud800"}}',
+    b'{"changes": {"notes": "a"}, "lock_tokens": {"notes": "\\ud800"}}',
+    b'{"changes": {"notes": 1e400}}',
+    b'\xef\xbb\xbf{"changes": {"notes": "a"}}',
+    b'{"changes": {"notes": "a"}} x',
+]
+
+
+async def test_patch_refusals_name_the_member_the_rule_and_the_message(
+    as_user: As, world: World
+) -> None:
+    """Every refusal of a PATCH body, word for word, in the contract's order of checks.
+
+    The body's shape first (unknown members, then ``changes``, ``expected``,
+    ``lock_tokens``), then ``X-Client-Id``, then the fields' rules, then
+    ``expected`` naming a field outside ``changes``; malformed JSON is
+    ``invalid_json``. Nothing is written (docs/protocol.md, PATCH).
+    """
+    alice = await as_user("alice")
+    phone = world.cases["phone"]
+    before = await state(alice, world, phone)
+    for raw, client_id, field, rule, message in PATCH_REFUSALS:
+        headers = {**JSON, **({} if client_id is None else {"X-Client-Id": client_id})}
+        response = await alice.patch_raw(phone, raw, headers)
+        assert response.status_code == 422, (raw, response.text)
+        want = {"error": "validation_error", "message": message, "field": field, "rule": rule}
+        assert response.json() == want, raw
+    for raw in NOT_JSON:
+        response = await alice.patch_raw(phone, raw, JSON)
+        assert response.status_code == 422, (raw, response.text)
+        assert response.json() == {"error": "invalid_json", "message": "the body is not valid JSON"}
     assert await state(alice, world, phone) == before
 
 
@@ -997,7 +1326,7 @@ async def test_bad_client_id_on_patch_is_422(as_user: As, world: World) -> None:
         assert_error(response, 422, "validation_error", "X-Client-Id")
 
 
-# -- the PATCH answer order (DESIGN §3), one test per adjacent pair -------------------------------
+# -- the PATCH answer order (docs/protocol.md, "PATCH"), one test per adjacent pair ---------
 
 
 HUGE = b'{"changes": {"notes": "' + b"x" * (70 * 1024) + b'"}}'
@@ -1219,7 +1548,7 @@ async def test_new_member_can_be_assigned(as_user: As, services: Services, world
     response = await alice.patch(world.cases["phone"], {"changes": {"assignee_id": frank}})
     assert_error(response, 422, "validation_error", "assignee_id")
     await add_member(
-        services.db, user_id=frank, branch_id=world.branches["downtown"], role=Role.viewer
+        services.db, user_id=frank, branch_id=world.branches["downtown"], role=Role.editor
     )
     response = await alice.patch(world.cases["phone"], {"changes": {"assignee_id": frank}})
     assert response.status_code == 200, response.text
@@ -1276,6 +1605,24 @@ async def test_concurrent_twins_with_one_key_commit_once(as_user: As, world: Wor
     assert len({a.text for a in answers}) == 1
     assert (await alice.case(phone))["version"] == 2
     assert [row["new"] for row in await alice.history(phone)].count("once") == 1
+
+
+async def test_concurrent_twins_fenced_by_expected_all_get_the_first_answer(
+    as_user: As, world: World
+) -> None:
+    """A twin that waited for the first one's commit finds ``expected`` stale.
+
+    Its 409 is not its answer: the key already has one (the first twin's 200),
+    and a retry gets the first answer again (docs/protocol.md, PATCH).
+    """
+    alice = await as_user("alice")
+    phone = world.cases["phone"]
+    key = {"Idempotency-Key": "fenced-twins"}
+    body = {"changes": {"notes": "once"}, "expected": {"notes": ""}}
+    answers = await asyncio.gather(*(alice.patch(phone, body, key) for _ in range(5)))
+    assert [a.status_code for a in answers] == [200] * 5, [a.text for a in answers]
+    assert len({a.text for a in answers}) == 1
+    assert (await alice.case(phone))["version"] == 2
 
 
 async def test_lock_backend_down(

@@ -1,4 +1,4 @@
-"""Field locks over HTTP: PUT acquires or renews, DELETE releases (DESIGN §3)."""
+"""Field locks over HTTP: PUT acquires or renews, DELETE releases (docs/protocol.md, "Locks")."""
 
 from __future__ import annotations
 
@@ -220,7 +220,7 @@ async def test_viewer_cannot_lock_or_unlock(as_user: As, world: World) -> None:
 
 
 async def test_lock_answer_order(as_user: As, client: httpx.AsyncClient, world: World) -> None:
-    """401; CSRF 403; not visible 404; viewer 403; unknown field 422 (DESIGN §3)."""
+    """401; CSRF 403; not visible 404; viewer 403; unknown field 422 (docs/protocol.md, "Locks")."""
     url = f"/api/cases/{world.cases['phone']}/locks/colour"
     anonymous = await client.put(url, headers={"X-CSRF-Token": "bad"})
     assert_error(anonymous, 401, "not_authenticated")

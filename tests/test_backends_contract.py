@@ -21,6 +21,7 @@ import pytest
 
 from coordination import Clock, Recorder
 from factories import World, seed_world
+from relay import Relay
 from servers import RedisServer, free_port
 from warrantysync.errors import LockBarred, LockConflict, Unavailable
 from warrantysync.services.broker import Broker
@@ -529,6 +530,54 @@ async def test_after_redis_lost_everything_missed_events_and_state_arrive(
         assert [k for k in ids_and_kinds(more) if k[0] is not None] == [
             (str(head + 3), "case-updated")
         ]
+
+
+@pytest.mark.redis
+async def test_an_event_one_node_could_not_publish_reaches_the_others_once_it_can(
+    db_url: str, redis_server: RedisServer
+) -> None:
+    """Only node A loses Redis; B, subscribed all along, hears of A's save when A is back.
+
+    Without that, B's streams in a quiet branch would wait for the next event
+    (which exposes the gap) however long that takes.
+    """
+    from warrantysync.services.broker.redis import RedisBrokerBackend
+
+    db = Database(db_url)
+    world = await seed_world(db)
+    relay = await Relay(redis_server.port).start()
+    channel = f"{_prefix()}:events"
+    backend_a = RedisBrokerBackend(relay.url(), channel=channel)
+    a = Broker(backend_a, db=db, metrics=Metrics())
+    b = Broker(RedisBrokerBackend(redis_server.url, channel=channel), db=db, metrics=Metrics())
+    for broker in (a, b):
+        broker.state_provider = _state_provider([])
+        await broker.start()
+    try:
+        branch, case = world.branches["downtown"], world.cases["phone"]
+        sub = subscriber(branch)
+        await b.subscribe(sub)
+        head = b.head(branch)
+        await relay.cut()
+        await eventually(lambda: not backend_a._subscribed)
+        cases = CaseService(db, publish=a.publish, replay_window=10000)
+        actor = Actor(1, "Alice", None)
+        for product in ("p1", "p2"):
+            await cases.patch(case_id=case, changes={"product": product}, expected={}, actor=actor)
+        assert backend_a.publish_failures == 2
+        await asyncio.sleep(0.3)
+        assert sub.drain() == []
+        await relay.heal()
+        frames = await received(sub, 2, within=15)
+        assert ids_and_kinds(frames) == [
+            (str(head + 1), "case-updated"),
+            (str(head + 2), "case-updated"),
+        ]
+    finally:
+        for broker in (a, b):
+            await broker.stop()
+        await relay.stop()
+        await db.dispose()
 
 
 @pytest.mark.redis

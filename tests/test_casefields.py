@@ -29,7 +29,7 @@ REWRITE = (
     ".venv/bin/python -c 'import json; from warrantysync.casefields import client_table; "
     "print(json.dumps(client_table(), indent=2))' > tests/js/fields.json"
 )
-CTX = F.Context(timezone="UTC", member_ids=frozenset({1}))
+CTX = F.Context(timezone="UTC", members={1: "editor"})
 TEXT_FIELDS = [spec for spec in EDITABLE if spec.max_length is not None]
 COLUMNS = WarrantyCase.__table__.c
 
@@ -229,6 +229,9 @@ def _doc_row(spec: Field) -> str:
     elif spec.member_of_branch:
         kind, limits = "integer or null", "the id of a member of the case's branch"
         rules = ["type", "member"]
+        if spec.member_roles:
+            limits = f"the id of an {' or '.join(spec.member_roles)} of the case's branch"
+            rules.append("assignable")
     elif spec.json_type == "date":
         kind, limits = "`YYYY-MM-DD` or null", '`""` is null'
         if spec.not_future:

@@ -137,6 +137,42 @@ def test_users_create_prompts_for_the_password_twice(
     asyncio.run(check())
 
 
+def test_users_set_password_prompts_twice_and_ends_sessions(
+    env: dict[str, str | None], db_url: str
+) -> None:
+    ok(env, "users", "create", "--email", "pat@example.com", "--name", "Pat",
+       "--password", "first-secret")  # fmt: skip
+    accounts_of = lambda db: Accounts(db, session_ttl=60, secret_key=SECRET)  # noqa: E731
+
+    async def sign_in(password: str) -> int:
+        db = Database(db_url)
+        try:
+            accounts = accounts_of(db)
+            user = await accounts.check_password(email="pat@example.com", password=password)
+            opened = await accounts.open_session(user)
+            return opened.principal.session_id or 0
+        finally:
+            await db.dispose()
+
+    asyncio.run(sign_in("first-secret"))
+    output = ok(env, "users", "set-password", "--email", "pat@example.com",
+                input="second-secret\nsecond-secret\n")  # fmt: skip
+    assert "second-secret" not in output
+    assert "password set for pat@example.com; 1 session(s) ended" in output
+    asyncio.run(sign_in("second-secret"))
+    assert "at least 8 characters" in fails(
+        env, "users", "set-password", "--email", "pat@example.com", "--password", "short"
+    )
+    assert "no user with email ghost@example.com" in fails(
+        env, "users", "set-password", "--email", "ghost@example.com", "--password", "long enough"
+    )
+    # A mistyped confirmation is asked again, never saved.
+    retyped = invoke(env, "users", "set-password", "--email", "pat@example.com",
+                     input="third-secret\nthird-secreT\n")  # fmt: skip
+    assert retyped.exit_code != 0 and "do not match" in retyped.output
+    asyncio.run(sign_in("second-secret"))
+
+
 def test_branches_and_members(env: dict[str, str | None]) -> None:
     assert "created branch 1 Harbour (Europe/Berlin)" in ok(
         env, "branches", "create", "--name", "Harbour", "--timezone", "Europe/Berlin"

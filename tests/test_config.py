@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from warrantysync import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-# DESIGN §6, the names outside clients and operators rely on.
+# The names outside clients and operators rely on (README, "Configuration").
 CONTRACT = {
     "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_ORIGINS", "TRUSTED_PROXIES",
     "SESSION_TTL", "LOCK_TTL", "LOCK_RENEW_MS", "DISCONNECT_GRACE", "HEARTBEAT_INTERVAL",

@@ -12,7 +12,7 @@ from warrantysync.errors import ValidationFailed
 from warrantysync.services import fields as F
 from warrantysync.storage.models import Priority, Status
 
-CTX = F.Context(timezone="UTC", member_ids=frozenset({1, 2}))
+CTX = F.Context(timezone="UTC", members={1: "editor", 2: "manager", 4: "viewer"})
 
 TEXT_LIMITS = {
     "customer_name": 120,
@@ -144,7 +144,7 @@ def test_purchase_date_wrong_type() -> None:
 
 def test_purchase_date_not_after_today_in_the_branch_zone() -> None:
     for zone in ("UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Europe/Berlin"):
-        ctx = F.Context(timezone=zone, member_ids=())
+        ctx = F.Context(timezone=zone, members={})
         today = dt.datetime.now(ZoneInfo(zone)).date()
         assert ctx.today() == today
         assert F.validate({"purchase_date": today.isoformat()}, ctx)
@@ -154,15 +154,15 @@ def test_purchase_date_not_after_today_in_the_branch_zone() -> None:
 
 def test_the_zone_decides_what_today_is() -> None:
     # UTC+14 and UTC-11 are always on different dates: 25 hours apart.
-    east = F.Context(timezone="Pacific/Kiritimati", member_ids=())
-    west = F.Context(timezone="Pacific/Pago_Pago", member_ids=())
+    east = F.Context(timezone="Pacific/Kiritimati", members={})
+    west = F.Context(timezone="Pacific/Pago_Pago", members={})
     assert east.today() > west.today()
     assert F.validate({"purchase_date": east.today().isoformat()}, east)
     refused({"purchase_date": east.today().isoformat()}, west)
 
 
 def test_unknown_zone_falls_back_to_utc() -> None:
-    ctx = F.Context(timezone="Not/AZone", member_ids=())
+    ctx = F.Context(timezone="Not/AZone", members={})
     assert ctx.today() == dt.datetime.now(dt.UTC).date()
 
 
@@ -196,9 +196,14 @@ def test_enums() -> None:
 
 def test_assignee() -> None:
     assert F.validate({"assignee_id": 1}, CTX) == {"assignee_id": 1}
+    assert F.validate({"assignee_id": 2}, CTX) == {"assignee_id": 2}
     assert F.validate({"assignee_id": None}, CTX) == {"assignee_id": None}
     error = refused({"assignee_id": 3})
     assert error.extra == {"field": "assignee_id", "rule": "member"}
+    # A viewer is a member but cannot work on a case.
+    error = refused({"assignee_id": 4})
+    assert error.extra == {"field": "assignee_id", "rule": "assignable"}
+    assert "editor or manager" in error.message
     for bad in ("1", 1.5, True, [1]):
         error = refused({"assignee_id": bad})
         assert error.extra == {"field": "assignee_id", "rule": "type"}, bad

@@ -197,9 +197,13 @@ async def test_non_owner_release_is_forbidden(
 async def test_forced_release(locks: LockManager, published: Recorder) -> None:
     await take(locks, ALICE)
     await locks.release(
-        case_id=7, branch_id=1, field="notes", user_id=9, client_id="mgr", force=True
+        case_id=7, branch_id=1, field="notes", user_id=9, client_id="mgr", force=True, name="Mo"
     )
     assert published.reasons() == ["forced"]
+    # The holder's tab learns who took the lock away.
+    [(_, _, payload)] = [e for e in published.events if e[1] == "lock-released"]
+    assert payload["by"] == {"id": 9, "name": "Mo"}
+    assert payload["user"]["id"] == ALICE.user_id
     assert await locks.snapshot(branch_id=1) == []
 
 
@@ -209,6 +213,7 @@ async def test_force_on_own_lock_reads_released(locks: LockManager, published: R
         case_id=7, branch_id=1, field="notes", user_id=1, client_id="tab-a", force=True
     )
     assert published.reasons() == ["released"]
+    assert all("by" not in payload for _, _, payload in published.events)
 
 
 async def test_release_of_free_field_is_a_no_op(locks: LockManager, published: Recorder) -> None:

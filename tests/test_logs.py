@@ -49,7 +49,7 @@ def records(log: str) -> list[dict[str, Any]]:
 def test_json_logs_cover_every_line_and_tie_the_error_to_its_request(
     live_factory: LiveFactory, tmp_path: Path
 ) -> None:
-    server, world = live_factory(log_format="json")
+    server, world = live_factory(log_format="json", trusted_proxies="127.0.0.1")
     branch, phone, laptop = (
         world.branches["downtown"],
         world.cases["phone"],
@@ -80,7 +80,7 @@ def test_json_logs_cover_every_line_and_tie_the_error_to_its_request(
             for line in stream.iter_lines():
                 if line.startswith("event: ready"):
                     break
-        # From a trusted proxy (loopback, the default) a valid incoming id is kept.
+        # From a trusted proxy (loopback, set above) a valid incoming id is kept.
         relayed = http.get("/api/me", headers={"X-Request-Id": "lb-7f3a.42"})
         assert relayed.headers["x-request-id"] == "lb-7f3a.42"
         forged = http.get("/api/me", headers={"X-Request-Id": "two words"})

@@ -307,6 +307,53 @@ async def test_branch_page_404_for_non_members(as_user: Browse, world: World) ->
         assert "Airport" not in response.text
 
 
+async def test_a_case_has_its_own_page(as_user: Browse, world: World) -> None:
+    alice = await as_user("alice")
+    downtown, phone = world.branches["downtown"], world.cases["phone"]
+    response = await alice.get(f"/branch/{downtown}/cases/{phone}")
+    assert response.status_code == 200
+    page = Page(response.text)
+    assert_csp_safe(page)
+    config = config_of(page)
+    assert (config["branch_id"], config["open_case"]) == (downtown, phone)
+    assert config_of(Page((await alice.get(f"/branch/{downtown}")).text))["open_case"] is None
+
+
+async def test_a_case_page_is_404_unless_the_case_is_of_that_branch(
+    as_user: Browse, services: Services, world: World
+) -> None:
+    alice, bob = await as_user("alice"), await as_user("bob")
+    downtown, airport = world.branches["downtown"], world.branches["airport"]
+    phone, kettle = world.cases["phone"], world.cases["airport"]
+    for who, url in [
+        (alice, f"/branch/{downtown}/cases/{kettle}"),  # a case of another branch of hers
+        (alice, f"/branch/{downtown}/cases/999999"),
+        (bob, f"/branch/{airport}/cases/{kettle}"),  # not his branch at all
+        (bob, f"/branch/{downtown}/cases/{kettle}"),
+    ]:
+        response = await who.get(url)
+        assert response.status_code == 404, url
+        assert "ws-config" not in response.text
+        assert "Kettle" not in response.text and "Ola Berg" not in response.text
+    dave = await as_user("dave")
+    deleted = await dave.delete(f"/api/cases/{phone}", headers=await _csrf(dave))
+    assert deleted.status_code == 204
+    assert (await alice.get(f"/branch/{downtown}/cases/{phone}")).status_code == 404
+
+
+async def _csrf(http: httpx.AsyncClient) -> dict[str, str]:
+    return {"X-CSRF-Token": (await http.get("/api/me")).json()["csrf_token"]}
+
+
+async def test_a_case_page_signs_in_first_and_comes_back(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    path = f"/branch/{world.branches['downtown']}/cases/{world.cases['phone']}"
+    response = await client.get(path)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/login?next={path}"
+
+
 async def test_branch_page_anonymous_goes_to_login(client: httpx.AsyncClient, world: World) -> None:
     response = await client.get(f"/branch/{world.branches['downtown']}")
     assert response.status_code in (302, 303, 307)

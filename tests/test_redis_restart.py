@@ -1,4 +1,6 @@
-"""Redis goes away and comes back empty while two nodes keep serving (DESIGN §3, §4).
+"""Redis goes away and comes back empty while two nodes keep serving.
+
+The contract: docs/protocol.md, "Redis unreachable".
 
 While Redis is down: ``/readyz`` says degraded (200), lock requests answer 503, and a save
 proceeds only when it carries ``expected`` for every changed field (others

@@ -120,7 +120,7 @@ def serving(env: dict[str, str], *args: str) -> Iterator[tuple[subprocess.Popen[
 def _goodbye_on_sigterm(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
     with httpx.Client(base_url=base, timeout=10) as http:
         login = http.post(
-            "/api/auth/login", json={"email": "sue@example.com", "password": "pw-sue"}
+            "/api/auth/login", json={"email": "sue@example.com", "password": "pw-sue-secret"}
         )
         assert login.status_code == 200, login.text
         events: list[str] = []

@@ -1,4 +1,6 @@
-"""One stream's life (services/streams.py), as docs/protocol.md "The event stream" orders it.
+"""One stream's life (services/streams.py), locks over the stream included.
+
+The contract: docs/protocol.md, "Locks" and "The event stream".
 
 Most tests go through a real uvicorn server, edits and lock events included;
 timings are shortened through the settings (see ``LIVE_ENV`` in conftest):
@@ -148,6 +150,31 @@ async def test_lock_conflict_names_the_holder_and_events_flow(
         assert released.data["reason"] == "released"
         assert released.data["user"]["name"] == "Alice Johnson"
         assert (await bob.lock(case, "customer_name")).status_code == 200
+
+
+async def test_a_forced_release_names_the_manager(
+    live: tuple[LiveServer, World], tabs: dict[str, Tab]
+) -> None:
+    _server, world = live
+    branch, case = world.branches["downtown"], world.cases["phone"]
+    alice, dave = tabs["alice"], tabs["dave"]
+    async with reading(alice.http, alice.events_path(branch)) as stream:
+        await stream.next("ready")
+        assert (await alice.lock(case, "notes")).status_code == 200
+        await stream.next("lock-acquired")
+        assert (await dave.unlock(case, "notes")).status_code == 204
+        released = await stream.next("lock-released")
+        assert released.data["reason"] == "forced"
+        assert released.data["user"]["name"] == "Alice Johnson"
+        assert released.data["client_id"] == "alice-tab"
+        assert released.data["by"] == {"id": world.users["dave"], "name": "Dave Kim"}
+        # The owner's own release names nobody else (another field: the forced
+        # release bars her from this one for a while).
+        assert (await alice.lock(case, "issue")).status_code == 200
+        await stream.next("lock-acquired")
+        assert (await alice.unlock(case, "issue")).status_code == 204
+        released = await stream.next("lock-released")
+        assert released.data["reason"] == "released" and "by" not in released.data
 
 
 async def test_lock_expiry_and_disconnect_release_publish_events(

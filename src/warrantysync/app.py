@@ -96,7 +96,9 @@ async def build_services(settings: Settings) -> Services:
         db=db,
         metrics=metrics,
         accounts=Accounts(db, session_ttl=settings.session_ttl, secret_key=settings.secret_key),
-        cases=CaseService(db, publish=broker.publish, replay_window=settings.replay_window),
+        cases=CaseService(
+            db, publish=broker.publish, replay_window=settings.replay_window, locks=lock_manager
+        ),
         broker=broker,
         locks=lock_manager,
         presence=presence,
@@ -185,8 +187,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(services.locks.run(stop), name="lock-expiry"),
-            # Presence upkeep: with Redis, renews this node's lease and
-            # takes over the streams of nodes whose lease lapsed; idle in memory.
+            # Presence upkeep: with Redis, renews this node's lease and takes over
+            # the streams of nodes whose lease lapsed; idle in memory
+            # (docs/deployment.md, "What happens when something fails").
             asyncio.create_task(services.presence.run(stop), name="presence-upkeep"),
             asyncio.create_task(
                 _every(settings.heartbeat_interval, services.broker.heartbeat, "heartbeat"),

@@ -7,7 +7,8 @@ label the page shows. The rest is built from this table and nothing else:
 * ``services/fields.py`` — the validator of each editable field;
 * ``storage/models.py`` — the column lengths, TEXT columns and defaults;
 * ``services/cases.py`` — the columns a case's JSON is read from;
-* ``web/openapi.py`` — the Case and CaseFields schemas;
+* ``web/inputs.py`` and ``web/openapi.py`` — the CaseFields and Case schemas
+  (``Field.json_schema``);
 * ``web/routes/pages.py`` — the ``fields`` member of the branch page's config,
   which ``static/js/fields.js`` answers every browser module from.
 
@@ -87,8 +88,10 @@ class Field:
     nullable: bool = False
     # A date not after today in the case's branch's time zone.
     not_future: bool = False
-    # A user id of a member of the case's branch.
+    # A user id of a member of the case's branch...
     member_of_branch: bool = False
+    # ...whose role there is one of these (empty: any role).
+    member_roles: tuple[str, ...] = ()
     minimum: int | None = None
     # Stored as TEXT rather than VARCHAR(max_length): the validator alone
     # keeps the limit, so raising it needs no migration.
@@ -109,6 +112,25 @@ class Field:
         """Whether a rule of this field reads the case's branch (its zone, its members)."""
         return self.not_future or self.member_of_branch
 
+    def json_schema(self) -> dict[str, Any]:
+        """This field's JSON Schema, as the OpenAPI document describes it."""
+        schema: dict[str, Any]
+        if self.json_type == "integer":
+            schema = {"type": "integer"}
+            if self.minimum is not None:
+                schema["minimum"] = self.minimum
+        elif self.json_type == "date":
+            schema = {"type": "string", "format": "date"}
+        else:
+            schema = {"type": "string"}
+            if self.choices is not None:
+                schema["enum"] = [choice.value for choice in self.choices]
+            if self.required:
+                schema["minLength"] = 1
+            if self.max_length is not None:
+                schema["maxLength"] = self.max_length
+        return {"anyOf": [schema, {"type": "null"}]} if self.nullable else schema
+
     def for_client(self) -> dict[str, Any]:
         """What the browser knows of this field (the page config's ``fields``)."""
         default = self.default.value if isinstance(self.default, enum.Enum) else self.default
@@ -125,6 +147,7 @@ class Field:
             "choices": None if self.choices is None else [c.value for c in self.choices],
             "not_future": self.not_future,
             "member_of_branch": self.member_of_branch,
+            "member_roles": list(self.member_roles),
             "default": default,
         }
 
@@ -188,6 +211,8 @@ FIELDS: tuple[Field, ...] = (
         kind=Kind.select,
         nullable=True,
         member_of_branch=True,
+        # Whoever works on a case must be able to edit it: never a viewer.
+        member_roles=("editor", "manager"),
     ),
     _multiline("notes", "Notes", 5000),
     Field(name="version", json_type="integer", label="Version", minimum=1),

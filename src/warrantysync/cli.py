@@ -1,4 +1,4 @@
-"""The ``warrantysync`` command line (DESIGN §7).
+"""The ``warrantysync`` command line (docs/architecture.md, "Settings and the command line").
 
 Each command reads ``Settings()`` from the environment when it runs (never at
 import), opens the database for its own work and closes it again. Domain and
@@ -170,6 +170,23 @@ def users_create(email: str, name: str, password: str) -> None:
 
     user = _with_db(lambda d: create_user(d, email=email, name=name, password=password))
     click.echo(f"created user {user.id} {user.email}")
+
+
+@users.command("set-password")
+@click.option("--email", required=True)
+@click.option(
+    "--password",
+    prompt="New password",
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Asked for (hidden, twice) when not given.",
+)
+def users_set_password(email: str, password: str) -> None:
+    """Give a user a new password; their sessions end at once (API tokens stay)."""
+    from .services.admin import set_password
+
+    user, ended = _with_db(lambda d: set_password(d, email=email, password=password))
+    click.echo(f"password set for {user.email}; {ended} session(s) ended")
 
 
 @users.command("deactivate")

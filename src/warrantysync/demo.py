@@ -1,4 +1,4 @@
-"""Demo data for ``warrantysync demo`` (DESIGN §7).
+"""Demo data for ``warrantysync demo`` (README, "Quick start").
 
 Two branches, four users and 25 cases per branch, made only in an empty
 database. Cases are created and then moved along their workflow through

@@ -1,4 +1,4 @@
-"""SIGKILL of one of two nodes under editing clients (issue #6; DESIGN §3, §4, §5).
+"""SIGKILL of one of two nodes under editing clients (docs/security.md, "Failures").
 
 Two nodes share Redis and PostgreSQL. ``CLIENTS`` simulated browser tabs,
 half streaming from each node over bare sockets, edit the branch's cases over

@@ -3,11 +3,11 @@ import { beforeEach, describe, test } from 'node:test';
 
 import { DEFAULT_DELAYS_MS, JITTER, backoffDelay } from '../../src/warrantysync/web/static/js/backoff.js';
 import {
-  GAP_GRACE_MS, OFFLINE_AFTER_FAILURES, WATCHDOG_SLACK_MS, createConnection, parseEventId,
+  GAP_GRACE_MS, OFFLINE_AFTER_FAILURES, PROBE_AFTER_MS, PROBE_DELAYS_MS, WATCHDOG_SLACK_MS, createConnection, parseEventId,
 } from '../../src/warrantysync/web/static/js/connection.js';
 import { FakeClock, FakeEventSource } from './fakes.mjs';
 
-function setup({ random = () => 0.5, lastEventId = null, heartbeatMs = 30000 } = {}) {
+function setup({ random = () => 0.5, lastEventId = null, heartbeatMs = 30000, probe = null, isOnline } = {}) {
   FakeEventSource.reset();
   const clock = new FakeClock();
   const events = [];
@@ -26,6 +26,8 @@ function setup({ random = () => 0.5, lastEventId = null, heartbeatMs = 30000 } =
     onEvent: (name, data, id) => events.push({ name, data, id }),
     onStateChange: (state) => states.push(state),
     onResync: (reason) => resyncs.push(reason),
+    probe,
+    isOnline,
   });
   return { clock, conn, events, states, resyncs };
 }
@@ -237,4 +239,101 @@ test('parseEventId accepts decimal strings only', () => {
   assert.equal(parseEventId(''), null);
   assert.equal(parseEventId('4a'), null);
   assert.equal(parseEventId(undefined), null);
+});
+
+describe('probing a server that went away', () => {
+  // The server answers probes only while `up` says so; every probe is counted.
+  function withServer(options = {}) {
+    const server = { up: false, probes: 0 };
+    const ctx = setup({ ...options, probe: async () => { server.probes += 1; return server.up; } });
+    ctx.conn.start();
+    ready(FakeEventSource.last, 1);
+    return { ...ctx, server };
+  }
+
+  async function failUntilLongWait(ctx) {
+    // Each failure waits the next backoff step; stop once the wait is past PROBE_AFTER_MS.
+    for (let i = 0; i < 10; i += 1) {
+      FakeEventSource.last.fail();
+      const wait = ctx.conn.nextAttemptAt - ctx.clock.now();
+      if (ctx.conn.nextAttemptAt !== null && backoffDelay(i, DEFAULT_DELAYS_MS, () => 0.5) > PROBE_AFTER_MS) return wait;
+      await ctx.clock.tick(backoffDelay(i, DEFAULT_DELAYS_MS, () => 0.5));
+    }
+    throw new Error('never waited long');
+  }
+
+  test('short waits are not probed: the plain backoff is cheap enough', async () => {
+    const ctx = withServer();
+    FakeEventSource.last.fail();
+    await ctx.clock.tick(1000);
+    assert.equal(ctx.server.probes, 0);
+  });
+
+  test('a server back during a long wait is found within a few seconds, not after 30 s', async () => {
+    const ctx = withServer();
+    await failUntilLongWait(ctx);
+    const opened = FakeEventSource.instances.length;
+    await ctx.clock.tick(PROBE_DELAYS_MS[0]);
+    assert.equal(ctx.server.probes, 1, 'first probe: still away');
+    assert.equal(FakeEventSource.instances.length, opened);
+    ctx.server.up = true;
+    await ctx.clock.tick(PROBE_DELAYS_MS[1]);
+    assert.equal(FakeEventSource.instances.length, opened + 1, 'reconnected as soon as a probe answered');
+    ready(FakeEventSource.last, 1);
+    assert.equal(ctx.conn.state, 'connected');
+    assert.equal(ctx.conn.nextAttemptAt, null);
+  });
+
+  test('probes back off to the last step and keep their jitter', async () => {
+    const ctx = withServer({ random: () => 0 });
+    FakeEventSource.last.fail();
+    await ctx.clock.tick(800);
+    FakeEventSource.last.fail();
+    await ctx.clock.tick(1600);
+    FakeEventSource.last.fail(); // now 4 s * 0.8: probed
+    const waits = [];
+    for (let i = 0; i < 4; i += 1) {
+      const before = ctx.clock.now();
+      const due = ctx.conn.nextAttemptAt;
+      waits.push(due - before);
+      await ctx.clock.tick(due - before);
+    }
+    assert.deepEqual(waits.slice(0, 2), PROBE_DELAYS_MS.slice(0, 2).map((d) => Math.round(d * (1 - JITTER))));
+  });
+
+  test('a server that answers probes but refuses streams gets one early try, then the backoff', async () => {
+    const ctx = withServer();
+    ctx.server.up = true;
+    await failUntilLongWait(ctx);
+    const opened = FakeEventSource.instances.length;
+    await ctx.clock.tick(PROBE_DELAYS_MS[0]);
+    assert.equal(FakeEventSource.instances.length, opened + 1, 'one early try');
+    FakeEventSource.last.fail(); // refused again (say 429): the next wait is not cut short
+    const backoff = backoffDelay(3, DEFAULT_DELAYS_MS, () => 0.5);
+    await ctx.clock.tick(backoff - 1);
+    assert.ok(ctx.server.probes >= 3, 'still probing');
+    assert.equal(FakeEventSource.instances.length, opened + 1, 'no storm: the full backoff');
+    await ctx.clock.tick(1);
+    assert.equal(FakeEventSource.instances.length, opened + 2);
+  });
+
+  test('nextAttemptAt says when the next try is due, for the countdown', async () => {
+    const ctx = withServer();
+    assert.equal(ctx.conn.nextAttemptAt, null);
+    FakeEventSource.last.fail();
+    assert.equal(ctx.conn.nextAttemptAt, ctx.clock.now() + 1000);
+  });
+
+  test('while the browser is offline nothing is probed', async () => {
+    let online = false;
+    const server = { probes: 0 };
+    const ctx = setup({ probe: async () => { server.probes += 1; return true; }, isOnline: () => online });
+    ctx.conn.start();
+    ready(FakeEventSource.last, 1);
+    ctx.conn.goOffline();
+    await ctx.clock.tick(20000);
+    assert.equal(server.probes, 0);
+    online = true;
+    assert.ok(ctx.conn.state === 'offline' || ctx.conn.state === 'reconnecting');
+  });
 });

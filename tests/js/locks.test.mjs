@@ -80,19 +80,31 @@ describe('locks', () => {
     assert.equal(locks.holds(1, 'notes'), false);
   });
 
-  test('an expired lock is taken back while focused, a forced release is not', async () => {
+  test('a forced or expired release is reported, with the manager, and not taken back', async () => {
     const { clock, http, locks, lost } = setup(grant);
-    await locks.acquire(1, 'notes');
     const me = { case_id: 1, field: 'notes', user: { id: 1, name: 'Me' }, client_id: 'tab-1' };
-    locks.handleEvent('lock-released', { ...me, reason: 'expired' });
-    await settle();
-    assert.equal(http.calls.filter((c) => c.method === 'PUT').length, 2, 'expired: re-acquired');
-    locks.handleEvent('lock-released', { ...me, reason: 'forced' });
+    const dave = { id: 4, name: 'Dave Kim' };
+    await locks.acquire(1, 'notes');
+    locks.handleEvent('lock-released', { ...me, reason: 'forced', by: dave });
+    await locks.acquire(1, 'issue');
+    locks.handleEvent('lock-released', { ...me, field: 'issue', reason: 'expired' });
     await settle();
     await clock.tick(RENEW * 2);
-    assert.equal(http.calls.filter((c) => c.method === 'PUT').length, 2, 'forced: left alone');
+    assert.equal(http.calls.filter((c) => c.method === 'PUT').length, 2, 'neither taken back nor renewed');
     assert.equal(locks.holds(1, 'notes'), false);
-    assert.deepEqual(lost, [[1, 'notes', null, 'forced']]);
+    assert.equal(locks.holds(1, 'issue'), false);
+    assert.deepEqual(lost, [[1, 'notes', dave, 'forced'], [1, 'issue', null, 'expired']]);
+  });
+
+  test('a lock released because the tab was disconnected is taken back while focused', async () => {
+    const { http, locks, lost } = setup(grant);
+    await locks.acquire(1, 'notes');
+    const me = { case_id: 1, field: 'notes', user: { id: 1, name: 'Me' }, client_id: 'tab-1' };
+    locks.handleEvent('lock-released', { ...me, reason: 'disconnected' });
+    await settle();
+    assert.equal(http.calls.filter((c) => c.method === 'PUT').length, 2);
+    assert.equal(locks.holds(1, 'notes'), true);
+    assert.deepEqual(lost, []);
   });
 
   test('another user acquiring our field under our client id is still someone else', async () => {

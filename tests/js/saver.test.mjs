@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import { createApi } from '../../src/warrantysync/web/static/js/api.js';
 import { createDrafts, draftsKey } from '../../src/warrantysync/web/static/js/drafts.js';
 import { installFields } from '../../src/warrantysync/web/static/js/fields.js';
-import { createSaver } from '../../src/warrantysync/web/static/js/saver.js';
+import { createSaver, retryToastKey } from '../../src/warrantysync/web/static/js/saver.js';
 import { createStore } from '../../src/warrantysync/web/static/js/store.js';
 import { FIELD_TABLE, FakeClock, FakeFetch, MemoryStorage, makeCase, settle } from './fakes.mjs';
 
@@ -33,7 +33,7 @@ function setup({ handler = null, conflictChoice = 'theirs', tokens = {}, storage
       conflicts.push(args);
       return conflictChoice;
     },
-    onToast: (message, kind) => toasts.push({ message, kind }),
+    onToast: (message, kind, extra) => toasts.push(extra ? { message, kind, ...extra } : { message, kind }),
     onLockLost: (caseId, field) => lost.push([caseId, field]),
   });
   return { clock, http, store, saver, toasts, conflicts, lost, storage, drafts };
@@ -131,17 +131,19 @@ describe('saver', () => {
     assert.equal(store.saveState(1, 'customer_name'), 'saved');
   });
 
-  test('4xx reverts to the confirmed value and toasts the server message', async () => {
+  test('4xx reverts to the confirmed value and toasts the refusal in words', async () => {
     const { http, saver, store, toasts, storage } = setup();
     saver.edit(1, 'customer_email', 'not-an-email');
     saver.flush(1);
     await settle();
-    http.last.respond(422, { error: 'invalid', message: 'customer_email: not a valid email address', field: 'customer_email' });
+    http.last.respond(422, {
+      error: 'validation_error', message: 'customer_email: is not a valid email address (…)', field: 'customer_email', rule: 'email',
+    });
     await settle();
     assert.equal(store.displayValue(1, 'customer_email'), '');
     assert.equal(store.hasEdit(1, 'customer_email'), false);
     assert.equal(store.saveState(1, 'customer_email'), 'error');
-    assert.deepEqual(toasts.at(-1), { message: 'customer_email: not a valid email address', kind: 'error' });
+    assert.deepEqual(toasts.at(-1), { message: 'Email must be an email address, like name@example.com.', kind: 'error' });
     assert.equal(storage.getItem(draftsKey(7, 1)), null, 'no draft left to re-offer');
   });
 
@@ -164,6 +166,7 @@ describe('saver', () => {
     await settle();
     assert.equal(store.displayValue(1, 'status'), 'closed', 'edit kept');
     assert.equal(toasts.length, 1);
+    assert.equal(toasts[0].key, retryToastKey(1), 'the retry toast can be taken down later');
     await clock.tick(2999);
     assert.equal(patches(http).length, 1);
     await clock.tick(1);
@@ -309,5 +312,55 @@ describe('saver', () => {
     await clock.tick(DEBOUNCE);
     assert.equal(patches(http).length, 0);
     assert.equal(store.hasEdit(1, 'product'), false);
+  });
+});
+
+describe('choices walked with the keyboard and drafts on hold', () => {
+  test('a dropdown edit with debounce waits for the pause: three steps, one save', async () => {
+    const { clock, http, saver } = setup();
+    for (const status of ['diagnosing', 'awaiting_parts', 'in_repair']) {
+      saver.edit(1, 'status', status, { debounce: true });
+      await clock.tick(300);
+    }
+    assert.equal(patches(http).length, 0, 'nothing while the walk goes on');
+    await clock.tick(1000);
+    assert.equal(patches(http).length, 1);
+    assert.deepEqual(http.last.body.changes, { status: 'in_repair' });
+    assert.deepEqual(http.last.body.expected, { status: 'new' });
+  });
+
+  test('the walk is saved at once by a flush (Enter or blur)', async () => {
+    const { http, saver } = setup();
+    saver.edit(1, 'priority', 'high', { debounce: true });
+    saver.flush(1, 'priority');
+    await settle();
+    assert.equal(patches(http).length, 1);
+  });
+
+  test('a held draft is not sent until flushed, and a discard drops it', async () => {
+    const { clock, http, saver, store, storage } = setup();
+    saver.edit(1, 'notes', 'typed before the lock went');
+    assert.equal(saver.hold(1, 'notes'), true);
+    assert.equal(saver.isHeld(1, 'notes'), true);
+    await clock.tick(5000);
+    assert.equal(patches(http).length, 0, 'held: never sent on its own');
+    assert.equal(store.displayValue(1, 'notes'), 'typed before the lock went');
+    assert.equal(store.saveState(1, 'notes'), 'dirty');
+    assert.match(storage.getItem(draftsKey(7, 1)), /typed before the lock went/, 'kept across a reload');
+    saver.discard(1, 'notes');
+    assert.equal(saver.isHeld(1, 'notes'), false);
+    assert.equal(store.displayValue(1, 'notes'), '');
+    assert.equal(saver.hold(1, 'notes'), false, 'nothing to hold');
+  });
+
+  test('saving a held draft sends it with the value it was typed over', async () => {
+    const { http, saver } = setup();
+    saver.edit(1, 'notes', 'my draft');
+    saver.hold(1, 'notes');
+    saver.flush(1, 'notes');
+    await settle();
+    assert.equal(patches(http).length, 1);
+    assert.deepEqual(http.last.body.expected, { notes: '' });
+    assert.equal(saver.isHeld(1, 'notes'), false);
   });
 });

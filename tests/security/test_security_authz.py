@@ -2,7 +2,7 @@
 
 * The authorization matrix: every endpoint by {anonymous, viewer, editor,
   manager, member of another branch, deactivated user, revoked session}
-  answers the status DESIGN §3 documents (one table, one test function).
+  answers the status docs/protocol.md documents (one table, one test function).
 * No branch leaks into another: not in snapshots, not in replays (whatever
   resume id is sent), not in live events, locks or presence.
 * An open stream is closed within one heartbeat of the session being revoked,
@@ -40,6 +40,13 @@ ACCOUNTS = {
 MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
     "me": ("GET", "/api/me", None, (401, 200, 200, 200, 200, 401, 401)),
     "logout": ("POST", "/api/auth/logout", None, (401, 204, 204, 204, 204, 401, 401)),
+    # A wrong current password: every signed-in caller may try (and is refused), no one else.
+    "password": (
+        "POST",
+        "/api/auth/password",
+        {"current_password": "not-the-one", "new_password": "long enough"},
+        (401, 422, 422, 422, 422, 401, 401),
+    ),
     "snapshot": ("GET", "/api/branches/{b}/cases", None, (401, 200, 200, 200, 404, 401, 401)),
     "create": (
         "POST",
@@ -71,6 +78,7 @@ MATRIX: dict[str, tuple[str, str, Any, tuple[int, ...]]] = {
     ),
     "index page": ("GET", "/", None, (303, 200, 200, 200, 200, 303, 303)),
     "branch page": ("GET", "/branch/{b}", None, (303, 200, 200, 200, 404, 303, 303)),
+    "case page": ("GET", "/branch/{b}/cases/{c}", None, (303, 200, 200, 200, 404, 303, 303)),
     "healthz": ("GET", "/healthz", None, (200,) * 7),
     "readyz": ("GET", "/readyz", None, (200,) * 7),
     "metrics": ("GET", "/metrics", None, (200,) * 7),
@@ -170,7 +178,7 @@ def test_authorization_matrix(principals: Principals, endpoint: str, role: str) 
             response = http.request(method, path, json=body, headers=headers)
             status = response.status_code
         assert status == want, (endpoint, role, status, response.text if status != 200 else "")
-        if status >= 400 and endpoint not in ("branch page", "events"):
+        if status >= 400 and endpoint not in ("branch page", "case page", "events"):
             error = response.json()
             assert set(error) >= {"error", "message"}
         if status in (301, 302, 303, 307):

@@ -45,6 +45,7 @@ def _writes(world: World) -> list[tuple[str, str, dict[str, object] | None]]:
         ("DELETE", f"/api/cases/{case}", None),
         ("PUT", f"/api/cases/{case}/locks/notes", None),
         ("DELETE", f"/api/cases/{case}/locks/notes", None),
+        ("POST", "/api/auth/password", {"current_password": PASSWORD, "new_password": "x" * 9}),
         ("POST", "/api/auth/logout", None),
     ]
 

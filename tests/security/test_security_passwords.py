@@ -2,7 +2,7 @@
 
 ``warrantysync users create`` used to accept a 4-character password, one of
 only spaces, and a 2,000-character one that no login could ever use (a login
-reads at most 1,024). Now one policy (``check_new_password`` in the accounts
+reads at most 1,024). Now one policy (``check_password_policy`` in the accounts
 service) decides every password a person sets: 8 to 1,024 characters, not
 only whitespace — the most a password may be is the most a login reads.
 """

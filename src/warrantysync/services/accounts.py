@@ -37,15 +37,16 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a real password, only for timing")
 # Refreshing last_seen_at on every request would be a write per request.
 TOUCH_EVERY = dt.timedelta(seconds=60)
+# A new password (docs/protocol.md, "Changing the password"): long enough to
+# resist guessing; at most what a login reads, so it can always be used.
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 1024
 # Ids are 32-bit INTEGER columns: a larger id from a URL names nothing (and
 # would make the database driver raise instead of finding no row).
 MAX_ID = 2**31 - 1
-PASSWORD_MIN_LENGTH = 8
-# The most a login reads as a password, and so the most one may be set to.
-PASSWORD_MAX_LENGTH = 1024
 
 
-def check_new_password(password: str) -> None:
+def check_password_policy(password: str, *, field: str = "password") -> None:
     """The password policy, for every place a person sets a password.
 
     At least 8 characters, not only whitespace, and at most what a login reads
@@ -53,24 +54,22 @@ def check_new_password(password: str) -> None:
     """
     if len(password) < PASSWORD_MIN_LENGTH:
         raise ValidationFailed(
-            f"password: must be at least {PASSWORD_MIN_LENGTH} characters",
-            field="password",
+            f"{field}: must be at least {PASSWORD_MIN_LENGTH} characters",
+            field=field,
             rule="min_length",
         )
     if not password.strip():
-        raise ValidationFailed(
-            "password: must not be only whitespace", field="password", rule="blank"
-        )
+        raise ValidationFailed(f"{field}: must not be only whitespace", field=field, rule="blank")
     if len(password) > PASSWORD_MAX_LENGTH:
         raise ValidationFailed(
-            f"password: must be at most {PASSWORD_MAX_LENGTH} characters",
-            field="password",
+            f"{field}: must be at most {PASSWORD_MAX_LENGTH} characters",
+            field=field,
             rule="max_length",
         )
 
 
 def hash_password(password: str) -> str:
-    """The argon2 hash of ``password``; the policy is :func:`check_new_password`.
+    """The argon2 hash of ``password``; the policy is :func:`check_password_policy`.
 
     Apart from the policy so that ``warrantysync demo`` can give its documented
     accounts the password ``demo``.
@@ -161,6 +160,35 @@ class Accounts:
                 user.id, user.name, user.email, session_id=row.id, csrf_token=csrf
             )
         return NewSession(token, csrf, principal)
+
+    async def change_password(
+        self, principal: Principal, *, current_password: str, new_password: str
+    ) -> int:
+        """Set a new password and end every other session of the user; returns how many.
+
+        ``InvalidCredentials`` when ``current_password`` is wrong. The session
+        the change was made from stays signed in; API tokens are untouched.
+        """
+        check_password_policy(new_password, field="new_password")
+        async with self.db.read() as session:
+            password_hash = await session.scalar(
+                select(User.password_hash).where(User.id == principal.user_id)
+            )
+        ok = await anyio.to_thread.run_sync(_verify, password_hash or _DUMMY_HASH, current_password)
+        if password_hash is None or not ok:
+            raise InvalidCredentials("the current password is wrong")
+        new_hash = await anyio.to_thread.run_sync(_hasher.hash, new_password)
+        async with self.db.write() as session:
+            await session.execute(
+                update(User).where(User.id == principal.user_id).values(password_hash=new_hash)
+            )
+            others = update(Session).where(
+                Session.user_id == principal.user_id, Session.revoked_at.is_(None)
+            )
+            if principal.session_id is not None:
+                others = others.where(Session.id != principal.session_id)
+            ended = await session.execute(others.values(revoked_at=utcnow()))
+        return int(getattr(ended, "rowcount", 0) or 0)
 
     async def revoke_session(self, session_id: int) -> None:
         async with self.db.write() as session:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..errors import NotFound, ValidationFailed
 from ..storage.db import Database
 from ..storage.models import ApiToken, Branch, Membership, Role, Session, User, utcnow
-from .accounts import check_new_password, hash_password, token_hash
+from .accounts import check_password_policy, hash_password, token_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +134,7 @@ async def create_user(
 ) -> User:
     address = normalize_email(email)
     clean_name = _name(name)
-    check_new_password(password)
+    check_password_policy(password)
     # argon2 is deliberately slow; keep it off the event loop.
     password_hash = await anyio.to_thread.run_sync(hash_password, password)
     duplicate = ValidationFailed(
@@ -170,6 +170,24 @@ async def deactivate_user(db: Database, *, email: str) -> User:
             .values(revoked_at=now)
         )
     return user
+
+
+async def set_password(db: Database, *, email: str, password: str) -> tuple[User, int]:
+    """A new password for the user; every session of theirs ends (API tokens stay).
+
+    Returns the user and how many sessions were ended.
+    """
+    check_password_policy(password)
+    password_hash = await anyio.to_thread.run_sync(hash_password, password)
+    async with db.write() as session:
+        user = await _user(session, email)
+        user.password_hash = password_hash
+        ended = await session.execute(
+            update(Session)
+            .where(Session.user_id == user.id, Session.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+    return user, int(getattr(ended, "rowcount", 0) or 0)
 
 
 async def activate_user(db: Database, *, email: str) -> User:

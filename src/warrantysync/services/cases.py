@@ -1,11 +1,16 @@
 """Warranty cases: snapshot, create, patch, delete, history.
 
+A PATCH is decided here, in the contract's order (docs/protocol.md, PATCH):
+the fields' rules (422), the field locks (423, 409 ``lock_lost``), then the
+``expected`` values (409 ``conflict``) and the commit.
+
 Every change runs in one write transaction that also bumps ``version``,
 writes the audit rows, appends the outbox event and (when asked) stores the
 idempotency record; the event is published to live streams only after the
 commit. The ``expected`` check reads the row under ``FOR UPDATE`` (or inside
 SQLite's ``BEGIN IMMEDIATE``), so check and write are atomic: the database is
-the fence against late writers.
+the fence against late writers, and the only one while the locks cannot be
+checked (docs/protocol.md, "Redis unreachable").
 """
 
 from __future__ import annotations
@@ -13,25 +18,28 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..casefields import COLUMNS
-from ..errors import CaseNotFound, StaleVersion
+from ..errors import CaseNotFound, StaleVersion, Unavailable
 from ..jsonutil import dumps_str, loads
 from ..storage import outbox
 from ..storage.db import Database
 from ..storage.models import AuditEntry, Branch, Membership, User, WarrantyCase, table, utcnow
 from . import fields as F
 from .events import CASE_CREATED, CASE_DELETED, CASE_UPDATED, Event
-from .idempotency import Replay, store_answer
+from .idempotency import Answer, IdempotencyGuard
+from .locks import LockManager
 
 Publish = Callable[[Event], Awaitable[None]]
 PRUNE_EVERY = 100
 # For changes to fields outside F.CONTEXT_FIELDS, whose rules never read it.
-NO_CONTEXT = F.Context(timezone="UTC", member_ids=frozenset())
+NO_CONTEXT = F.Context(timezone="UTC", members={})
+NO_TOKENS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +65,19 @@ def case_json(case: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
 
 
 class CaseService:
-    def __init__(self, db: Database, *, publish: Publish, replay_window: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        publish: Publish,
+        replay_window: int,
+        locks: LockManager | None = None,
+    ) -> None:
+        """``locks`` None: no field can be locked, so none is checked (loading data, tests)."""
         self.db = db
         self.publish = publish
         self.replay_window = replay_window
+        self.locks = locks
 
     # -- reads -----------------------------------------------------------------
 
@@ -149,16 +166,21 @@ class CaseService:
         changes: Mapping[str, Any],
         expected: Mapping[str, Any],
         actor: Actor,
+        lock_tokens: Mapping[str, str] = NO_TOKENS,
         branch_id: int | None = None,
-        before_write: Callable[[], Awaitable[None]] | None = None,
-        idempotency: Replay | None = None,
+        idempotency: IdempotencyGuard | None = None,
     ) -> dict[str, Any]:
-        """Validate, run ``before_write`` (the lock checks), then commit.
+        """Validate, check the locks, then commit; returns the case after the change.
 
         The order is the contract's: invalid input (422) is reported before
         lock problems (423/409 ``lock_lost``), which come before a stale
-        ``expected`` value (409 ``conflict``). ``branch_id`` is the case's
-        branch when the caller has already looked it up.
+        ``expected`` value (409 ``conflict``). ``lock_tokens`` and
+        ``actor.client_id`` say which locks are the caller's. ``branch_id``
+        is the case's branch when the caller has already looked it up.
+
+        ``idempotency`` stores the answer in the transaction of the change.
+        If an identical twin stored its answer first, the write fails with
+        ``IntegrityError`` and nothing of it commits (services/idempotency.py).
         """
         if branch_id is None or not F.CONTEXT_FIELDS.isdisjoint(changes):
             async with self.db.read() as session:
@@ -169,8 +191,9 @@ class CaseService:
             ctx = NO_CONTEXT
         clean = F.validate(changes, ctx)
         F.check_subset("expected", expected, clean)
-        if before_write is not None:
-            await before_write()
+        await self._check_locks(
+            case_id=case_id, fields=clean, expected=expected, tokens=lock_tokens, actor=actor
+        )
         event: Event | None = None
         async with self.db.write() as session:
             case = await _live_case(session, case_id=case_id, for_update=True)
@@ -180,10 +203,43 @@ class CaseService:
                 event = await self._apply(session, case, changed, actor)
             body = case_json(case)
             if idempotency is not None:
-                await store_answer(session, idempotency, status_code=200, body=body)
+                await idempotency.keep(session, Answer(200, body))
         if event is not None:
             await self.publish(event)
         return body
+
+    async def _check_locks(
+        self,
+        *,
+        case_id: int,
+        fields: Mapping[str, Any],
+        expected: Mapping[str, Any],
+        tokens: Mapping[str, str],
+        actor: Actor,
+    ) -> None:
+        """Refuse a change the field locks forbid (423 before 409 ``lock_lost``).
+
+        While the locks cannot be checked (Redis unreachable) only a change
+        fenced by ``expected`` on every field is safe: the database checks
+        those atomically with the write. Anything else is 503 with
+        ``Retry-After`` (docs/protocol.md, PATCH).
+        """
+        if self.locks is None:
+            return
+        try:
+            await self.locks.check_write(
+                case_id=case_id,
+                fields=fields,
+                user_id=actor.id,
+                client_id=actor.client_id,
+                tokens=tokens,
+            )
+        except Unavailable:
+            if not all(field in expected for field in fields):
+                raise Unavailable(
+                    "locks cannot be checked right now; retry, or send expected values",
+                    retry_after=2,
+                ) from None
 
     async def delete(self, *, case_id: int, actor: Actor) -> None:
         async with self.db.write() as session:
@@ -254,10 +310,10 @@ async def _live_case(
 
 async def field_context(session: AsyncSession, *, branch_id: int) -> F.Context:
     timezone = await session.scalar(select(Branch.timezone).where(Branch.id == branch_id))
-    members = await session.scalars(
-        select(Membership.user_id).where(Membership.branch_id == branch_id)
+    members = await session.execute(
+        select(Membership.user_id, Membership.role).where(Membership.branch_id == branch_id)
     )
-    return F.Context(timezone=timezone or "UTC", member_ids=frozenset(members.all()))
+    return F.Context(timezone=timezone or "UTC", members={uid: role.value for uid, role in members})
 
 
 async def _check_expected(

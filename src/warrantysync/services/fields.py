@@ -29,7 +29,8 @@ class Context:
     """What a rule may need to know beyond the value itself."""
 
     timezone: str
-    member_ids: Collection[int]
+    # The branch's members: user id -> role ("viewer", "editor", "manager").
+    members: Mapping[int, str]
 
     def today(self) -> dt.date:
         try:
@@ -103,14 +104,22 @@ def _choice(enum_cls: type[StrEnum]) -> Rule:
     return rule
 
 
-def _assignee(field: str, value: Any, ctx: Context) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(field, "type", "must be a user id or null")
-    if value not in ctx.member_ids:
-        raise _fail(field, "member", "must be a member of the case's branch")
-    return value
+def _member(roles: Collection[str]) -> Rule:
+    wording = " or ".join(roles)
+
+    def rule(field: str, value: Any, ctx: Context) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(field, "type", "must be a user id or null")
+        role = ctx.members.get(value)
+        if role is None:
+            raise _fail(field, "member", "must be a member of the case's branch")
+        if roles and role not in roles:
+            raise _fail(field, "assignable", f"must be an {wording} of the case's branch")
+        return value
+
+    return rule
 
 
 def _rule(spec: Field) -> Rule:
@@ -123,7 +132,7 @@ def _rule(spec: Field) -> Rule:
     if spec.json_type == "date" and spec.nullable:
         return _date(not_future=spec.not_future)
     if spec.json_type == "integer" and spec.nullable and spec.member_of_branch:
-        return _assignee
+        return _member(spec.member_roles)
     raise ValueError(f"{spec.name}: no rule checks a field like {spec!r}")
 
 

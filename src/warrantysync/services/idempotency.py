@@ -1,8 +1,22 @@
 """Idempotency keys: a retried request gets the first answer again.
 
-A 2xx answer is stored in the transaction of the change it reports, so
-"committed" and "remembered" are one fact; a 4xx answer (other than 429) is
-stored afterwards in its own small transaction. Keys live 24 hours.
+One ``IdempotencyGuard`` per request carries everything about its key
+(docs/protocol.md, PATCH): whether an identical request was answered before,
+storing this request's answer, and the race between two identical retries
+sent at once.
+
+* A 2xx answer is stored in the write transaction of the change it reports
+  (``keep``), so "committed" and "remembered" are one fact.
+* A refusal (4xx other than 429) is stored afterwards in its own small
+  transaction (``refused``): the same request would be refused again, and
+  must not be applied later either. A 429 or 5xx is not an answer to the
+  request, only to that moment, so the retry runs again.
+* Records are unique per (user, key). Of two identical requests racing, the
+  first to commit wins; the other one's insert fails, and with it its whole
+  change, and it answers with the winner's answer (``twin``, or ``refused``
+  returning it).
+
+Keys live 24 hours; ``sweep`` deletes older records.
 """
 
 from __future__ import annotations
@@ -23,24 +37,26 @@ from ..storage.models import IdempotencyRecord, table, utcnow
 
 KEY_LIFETIME = dt.timedelta(hours=24)
 MAX_KEY_LENGTH = 128
+RECORDS = table(IdempotencyRecord)
 
 
 @dataclass(frozen=True, slots=True)
-class Replay:
-    """The identity of one idempotent request."""
+class Answer:
+    """An answer as stored for a key: its status and its JSON body."""
 
-    user_id: int
-    key: str
-    request_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class StoredAnswer:
     status_code: int
     body: Any
 
+    @property
+    def remembered(self) -> bool:
+        """Whether a retry gets this answer again rather than running again."""
+        return 200 <= self.status_code < 300 or (
+            400 <= self.status_code < 500 and self.status_code != 429
+        )
+
 
 def request_hash(method: str, path: str, body: bytes) -> str:
+    """What makes two requests under one key the same request: method, path and raw body."""
     digest = hashlib.sha256()
     for part in (method.encode(), path.encode(), body):
         digest.update(len(part).to_bytes(8, "big"))
@@ -48,64 +64,110 @@ def request_hash(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def make_replay(user_id: int, key: str, *, method: str, path: str, body: bytes) -> Replay:
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise ValidationFailed(
-            f"Idempotency-Key: must be 1..{MAX_KEY_LENGTH} printable characters",
-            field="Idempotency-Key",
-            rule="idempotency_key",
-        )
-    return Replay(user_id, key, request_hash(method, path, body))
+class IdempotencyGuard:
+    """The ``Idempotency-Key`` of one request, from its first lookup to its stored answer.
 
+    A request without a key gets a guard too, one that never replays and
+    stores nothing, so callers need no second path.
+    """
 
-async def lookup(db: Database, replay: Replay) -> StoredAnswer | None:
-    """The stored answer for this key, or None; a different body is refused."""
-    async with db.read() as session:
-        record = await session.scalar(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.user_id == replay.user_id,
-                IdempotencyRecord.key == replay.key,
-                IdempotencyRecord.created_at > utcnow() - KEY_LIFETIME,
+    def __init__(
+        self,
+        db: Database,
+        *,
+        user_id: int,
+        key: str | None,
+        method: str,
+        path: str,
+        body: bytes,
+    ) -> None:
+        """A key that is not 1..128 printable characters raises ``ValidationFailed``."""
+        if key is not None and (not key or len(key) > MAX_KEY_LENGTH or not key.isprintable()):
+            raise ValidationFailed(
+                f"Idempotency-Key: must be 1..{MAX_KEY_LENGTH} printable characters",
+                field="Idempotency-Key",
+                rule="idempotency_key",
+            )
+        self.db = db
+        self.user_id = user_id
+        self.key = key
+        self.request_hash = "" if key is None else request_hash(method, path, body)
+
+    async def earlier(self) -> Answer | None:
+        """The answer an identical request got before, to send again; None: go on.
+
+        The key answered a different request (another body, path or method):
+        ``IdempotencyKeyReused``.
+        """
+        if self.key is None:
+            return None
+        async with self.db.read() as session:
+            record = await session.scalar(
+                select(IdempotencyRecord).where(
+                    IdempotencyRecord.user_id == self.user_id,
+                    IdempotencyRecord.key == self.key,
+                    IdempotencyRecord.created_at > utcnow() - KEY_LIFETIME,
+                )
+            )
+        if record is None:
+            return None
+        if record.request_hash != self.request_hash:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used for a different request"
+            )
+        return Answer(record.status_code, loads(record.body))
+
+    async def keep(self, session: AsyncSession, answer: Answer) -> None:
+        """Store ``answer`` in the caller's write transaction, with the change it reports.
+
+        If an identical twin committed first, this insert fails with
+        ``IntegrityError`` and rolls the whole transaction back; ``twin``
+        then finds the answer to send.
+        """
+        if self.key is None or not answer.remembered:
+            return
+        # An expired record with the same key may linger until the sweep; a
+        # live one is never replaced.
+        await session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.user_id == self.user_id,
+                IdempotencyRecord.key == self.key,
+                IdempotencyRecord.created_at <= utcnow() - KEY_LIFETIME,
             )
         )
-    if record is None:
+        await session.execute(
+            insert(RECORDS).values(
+                user_id=self.user_id,
+                key=self.key,
+                request_hash=self.request_hash,
+                status_code=answer.status_code,
+                body=dumps_str(answer.body),
+            )
+        )
+
+    async def refused(self, answer: Answer) -> Answer | None:
+        """Store a refusal as the key's answer; returns a twin's answer to send instead.
+
+        None: answer the refusal itself (stored, or not one a retry gets
+        again, such as 429 or 503). An identical twin that stored its answer
+        first wins: that answer is returned, and a retry gets it too.
+        """
+        if self.key is None or not answer.remembered:
+            return None
+        try:
+            async with self.db.write() as session:
+                await self.keep(session, answer)
+        except IntegrityError:
+            return await self.twin()
         return None
-    if record.request_hash != replay.request_hash:
-        raise IdempotencyKeyReused("this Idempotency-Key was already used for a different request")
-    return StoredAnswer(record.status_code, loads(record.body))
 
+    async def twin(self) -> Answer | None:
+        """After a write failed on a unique index: the answer of the twin that got there first.
 
-async def store_answer(
-    session: AsyncSession, replay: Replay, *, status_code: int, body: Any
-) -> None:
-    # An expired record with the same key may linger until the sweep. A live
-    # one is never replaced: a concurrent twin that committed first makes our
-    # insert fail, rolling back our whole change (the caller answers with theirs).
-    await session.execute(
-        delete(IdempotencyRecord).where(
-            IdempotencyRecord.user_id == replay.user_id,
-            IdempotencyRecord.key == replay.key,
-            IdempotencyRecord.created_at <= utcnow() - KEY_LIFETIME,
-        )
-    )
-    await session.execute(
-        insert(table(IdempotencyRecord)).values(
-            user_id=replay.user_id,
-            key=replay.key,
-            request_hash=replay.request_hash,
-            status_code=status_code,
-            body=dumps_str(body),
-        )
-    )
-
-
-async def remember_refusal(db: Database, replay: Replay, *, status_code: int, body: Any) -> None:
-    """Store a 4xx answer. A concurrent first answer wins; ours is dropped."""
-    try:
-        async with db.write() as session:
-            await store_answer(session, replay, status_code=status_code, body=body)
-    except IntegrityError:
-        pass
+        None when no answer is stored under the key, so the failure was not
+        a twin's doing (the caller re-raises it).
+        """
+        return await self.earlier()
 
 
 async def sweep(db: Database) -> int:

@@ -4,9 +4,10 @@ The routes return plain ``Response`` objects (encoded once, with orjson), so
 FastAPI cannot see their bodies: it would document every error as its own
 ``{"detail": [...]}`` shape, no request body for PATCH, and any JSON for a
 case. This adds the contract of docs/protocol.md — the ``{"error",
-"message", …}`` body for every error status (Errors), the case and the
-request bodies (Cases, built from the field table in casefields.py) — so outside
-clients and the schema fuzzer (tests/security) read the real contract.
+"message", …}`` body for every error status (Errors), the case (Cases,
+built from the field table in casefields.py) and the request bodies (the
+models they are parsed with, web/inputs.py) — so outside clients and the
+schema fuzzer (tests/security) read the real contract.
 """
 
 from __future__ import annotations
@@ -16,31 +17,19 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from ..casefields import EDITABLE, FIELDS, Field
+from ..casefields import FIELDS
 from ..services.accounts import PASSWORD_MAX_LENGTH
+from .inputs import CasePatch
+
+REF = "#/components/schemas/{model}"
 
 
-def field_schema(spec: Field) -> dict[str, Any]:
-    """One field's JSON Schema, from the field table (casefields.py)."""
-    schema: dict[str, Any]
-    if spec.json_type == "integer":
-        schema = {"type": "integer"}
-        if spec.minimum is not None:
-            schema["minimum"] = spec.minimum
-    elif spec.json_type == "date":
-        schema = {"type": "string", "format": "date"}
-    else:
-        schema = {"type": "string"}
-        if spec.choices is not None:
-            schema["enum"] = [choice.value for choice in spec.choices]
-        if spec.required:
-            schema["minLength"] = 1
-        if spec.max_length is not None:
-            schema["maxLength"] = spec.max_length
-    return {"anyOf": [schema, {"type": "null"}]} if spec.nullable else schema
+def _model_schemas() -> dict[str, Any]:
+    """``CasePatch`` and the models it refers to (``CaseFields``), as components."""
+    schema = CasePatch.model_json_schema(ref_template=REF)
+    return {**schema.pop("$defs", {}), "CasePatch": schema}
 
 
-_FIELDS = {spec.name: field_schema(spec) for spec in EDITABLE}
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -50,9 +39,8 @@ SCHEMAS: dict[str, Any] = {
     "Case": {
         "type": "object",
         "required": [spec.name for spec in FIELDS],
-        "properties": {spec.name: field_schema(spec) for spec in FIELDS},
+        "properties": {spec.name: spec.json_schema() for spec in FIELDS},
     },
-    "CaseFields": {"type": "object", "properties": _FIELDS, "additionalProperties": False},
     "Login": {
         "type": "object",
         "required": ["email", "password"],
@@ -61,16 +49,15 @@ SCHEMAS: dict[str, Any] = {
             "password": {"type": "string", "maxLength": PASSWORD_MAX_LENGTH},
         },
     },
-    "CasePatch": {
+    "PasswordChange": {
         "type": "object",
-        "required": ["changes"],
+        "required": ["current_password", "new_password"],
         "properties": {
-            "changes": {"$ref": "#/components/schemas/CaseFields"},
-            "expected": {"type": "object"},
-            "lock_tokens": {"type": "object", "additionalProperties": {"type": "string"}},
+            "current_password": {"type": "string", "maxLength": 4 * PASSWORD_MAX_LENGTH},
+            "new_password": {"type": "string", "maxLength": 4 * PASSWORD_MAX_LENGTH},
         },
-        "additionalProperties": False,
     },
+    **_model_schemas(),
 }
 
 
@@ -89,6 +76,7 @@ CASE_OPERATIONS = {
 }
 BODIES = {
     ("/api/auth/login", "post"): "Login",
+    ("/api/auth/password", "post"): "PasswordChange",
     ("/api/cases/{case_id}", "patch"): "CasePatch",
     ("/api/branches/{branch_id}/cases", "post"): "CaseFields",
 }

@@ -2,8 +2,8 @@
 
 One pub/sub connection per process and one channel for every branch: each
 node hears every event, and the ``Broker`` front drops what none of its
-streams wants (docs/architecture.md, "Alice changes a customer's name",
-step 6). A message is a short ASCII header and the event's JSON as it
+streams wants (docs/architecture.md, "Alice changes a customer's name; Bob
+sees it", step 6). A message is a short ASCII header and the event's JSON as it
 goes on the wire::
 
     b"<branch_id> <event_id or -> <kind> " + data
@@ -26,11 +26,15 @@ missed. The outbox is the truth, so this module never tries to be reliable:
   ephemeral events sent while we were away are gone, the state replaces them).
 * ``publish`` never raises. When Redis cannot take the event, the event is
   delivered to this node's own streams directly, the failure is logged and
-  counted (``publish_failures``), and other nodes repair from the outbox: the
-  next event they see leaves a gap in the branch's ids, or their own
-  re-subscription reads it. A save that already committed must not fail
-  because the fast path is down (docs/security.md, "Failures": a 200 means the
-  change is on stable storage).
+  counted (``publish_failures``), and other nodes repair from the outbox. For
+  that they must hear that something is missing, even in a quiet branch and
+  even when only this node lost Redis: the newest durable event of each branch
+  that Redis did not take is kept and published again as soon as Redis takes
+  events from us (the next publish that works, or our re-subscription). A
+  node behind it sees a gap in the branch's ids and reads the rest from the
+  outbox; a node that has it already drops it. A save that already committed
+  must not fail because the fast path is down (docs/operations.md
+  "Durability": acknowledged means durable).
 """
 
 from __future__ import annotations
@@ -91,6 +95,8 @@ class RedisBrokerBackend:
         self._on_lost: OnLost | None = None
         self._subscribed = False
         self._outage_logged = False
+        # branch id -> the newest durable event Redis did not take (see above).
+        self._unsent: dict[int, Event] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -145,17 +151,39 @@ class RedisBrokerBackend:
     async def publish(self, event: Event) -> None:
         if self._client is None:
             return
-        if self._subscribed:
-            try:
-                async with asyncio.timeout(PUBLISH_TIMEOUT):
-                    await self._client.publish(self.channel, encode_message(event))
-                return
-            except DOWN_ERRORS as exc:
-                self._note_outage(f"publishing failed: {exc!r}")
+        if self._subscribed and await self._send(event):
+            if self._unsent:
+                await self._publish_unsent()
+            return
         # Redis cannot carry it: our own streams still get it now; other nodes
         # read durable events from the outbox, and get `state` for the rest.
         self.publish_failures += 1
+        self._keep_unsent(event)
         self._deliver(event)
+
+    async def _send(self, event: Event) -> bool:
+        assert self._client is not None
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self._client.publish(self.channel, encode_message(event))
+        except DOWN_ERRORS as exc:
+            self._note_outage(f"publishing failed: {exc!r}")
+            return False
+        return True
+
+    def _keep_unsent(self, event: Event) -> None:
+        if event.event_id is None:
+            return  # ephemeral: the `state` after re-subscribing replaces it
+        kept = self._unsent.get(event.branch_id)
+        if kept is None or (kept.event_id or 0) < event.event_id:
+            self._unsent[event.branch_id] = event
+
+    async def _publish_unsent(self) -> None:
+        """Tell the other nodes what they missed: one event per branch, the newest."""
+        unsent, self._unsent = self._unsent, {}
+        for event in unsent.values():
+            if not await self._send(event):
+                self._keep_unsent(event)
 
     # -- listening -------------------------------------------------------------
 
@@ -200,6 +228,8 @@ class RedisBrokerBackend:
             self.resubscribes += 1
             self._outage_logged = False
             log.info("re-subscribed to Redis at %s", redact(self.url))
+            if self._unsent:
+                await self._publish_unsent()
             if self._on_resubscribe is not None:
                 try:
                     await self._on_resubscribe()

@@ -224,6 +224,7 @@ class LockManager:
         user_id: int,
         client_id: str | None,
         force: bool = False,
+        name: str | None = None,
     ) -> None:
         """Release the caller's lock; ``force`` (a manager) releases anyone's.
 
@@ -231,6 +232,8 @@ class LockManager:
         ``force``: ``Forbidden``. ``branch_id`` is the case's branch; events
         go to the branch stored with the lock. A forced release of another
         user's lock bars that user from the field for ``force_cooldown`` s.
+        A forced release names the caller (``user_id``, ``name``) as ``by``, so
+        the holder can say who.
         """
         if force:
             now = self._clock()
@@ -254,8 +257,10 @@ class LockManager:
                 if held is not None and not held.owned_by(user_id, client_id):
                     raise Forbidden("you do not hold this lock", lock=held.seen_by(user_id))
             return
-        reason = "released" if removed.owned_by(user_id, client_id) else "forced"
-        await self._announce_release(removed, reason)
+        if removed.owned_by(user_id, client_id):
+            await self._announce_release(removed, "released")
+        else:
+            await self._announce_release(removed, "forced", by={"id": user_id, "name": name or ""})
 
     async def check_write(
         self,
@@ -342,7 +347,9 @@ class LockManager:
     async def close(self) -> None:
         await self.backend.close()
 
-    async def _announce_release(self, lock: Lock, reason: str) -> None:
+    async def _announce_release(
+        self, lock: Lock, reason: str, *, by: dict[str, Any] | None = None
+    ) -> None:
         if self._metrics is not None:
             self._metrics.locks_held.dec()
         payload = {
@@ -352,6 +359,8 @@ class LockManager:
             "client_id": None,
             "reason": reason,
         }
+        if by is not None:
+            payload["by"] = by
         own = {**payload, "client_id": lock.owner.client_id}
         await self._send(lock, LOCK_RELEASED, payload, own)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, ValidationError
@@ -13,6 +13,7 @@ from ...services.accounts import PASSWORD_MAX_LENGTH
 from ..deps import (
     SESSION_COOKIE,
     CurrentUser,
+    RawJson,
     ServicesDep,
     Writer,
     check_origin,
@@ -21,8 +22,8 @@ from ..deps import (
     require_json,
 )
 from ..errors import json_response
+from ..inputs import parse_object
 from ..security import session_cookie_header
-from .cases import parse_object
 
 router = APIRouter(prefix="/api")
 
@@ -32,9 +33,13 @@ class LoginBody(BaseModel):
     password: str = Field(max_length=PASSWORD_MAX_LENGTH)
 
 
-def login_body(raw: bytes) -> LoginBody:
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def parse_body(model: type[Body], raw: bytes) -> Body:
+    """``raw`` (read through the capped reader) as ``model``, or 422 naming the member."""
     try:
-        return LoginBody.model_validate(parse_object(raw))
+        return model.model_validate(parse_object(raw))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
@@ -50,7 +55,7 @@ async def login(request: Request, services: ServicesDep) -> Response:
     check_origin(request, services)
     raw = await read_body(request)
     require_json(request)
-    body = login_body(raw)
+    body = parse_body(LoginBody, raw)
     email = body.email.strip().lower()
     ip = client_ip(request)
     await services.limits.check_login(email, ip)
@@ -78,6 +83,36 @@ async def login(request: Request, services: ServicesDep) -> Response:
         )
     )
     return response
+
+
+class PasswordBody(BaseModel):
+    # Longer than any password may be, so the policy (not this) names the rule.
+    current_password: str = Field(max_length=4 * PASSWORD_MAX_LENGTH)
+    new_password: str = Field(max_length=4 * PASSWORD_MAX_LENGTH)
+
+
+@router.post("/auth/password")
+async def change_password(
+    raw: RawJson, request: Request, principal: Writer, services: ServicesDep
+) -> Response:
+    """A new password for the caller; every other session of theirs ends."""
+    body = parse_body(PasswordBody, raw)
+    ip = client_ip(request)
+    # Guessing the current password is guessing a login: same budget, same 429.
+    await services.limits.check_login(principal.email, ip)
+    try:
+        ended = await services.accounts.change_password(
+            principal, current_password=body.current_password, new_password=body.new_password
+        )
+    except InvalidCredentials:
+        with contextlib.suppress(RateLimited):
+            await services.limits.login_failed(principal.email, ip)
+        raise ValidationFailed(
+            "current_password: is not your current password",
+            field="current_password",
+            rule="incorrect",
+        ) from None
+    return json_response(200, {"sessions_ended": ended})
 
 
 @router.post("/auth/logout", status_code=204)

@@ -1,60 +1,25 @@
-"""Cases: snapshot, create, read, patch, delete, history (DESIGN §3)."""
+"""Cases: snapshot, create, read, patch, delete, history (docs/protocol.md, Cases)."""
 
 from __future__ import annotations
 
 import hashlib
-import string
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from ...container import Services
-from ...errors import InvalidJson, Unavailable, ValidationFailed, WarrantySyncError
-from ...jsonutil import JSONDecodeError, dumps, loads
-from ...services import idempotency
+from ...errors import WarrantySyncError
+from ...jsonutil import dumps
 from ...services.cases import Actor
-from ...services.fields import check_subset
+from ...services.idempotency import Answer, IdempotencyGuard
 from ...services.live import live_state
 from ...storage.models import Role
 from ..deps import CurrentUser, Id, RawJson, ServicesDep, Writer
 from ..errors import body_of, json_response, status_of
+from ..inputs import client_id_of, parse_case_fields, parse_patch
 
 router = APIRouter(prefix="/api")
-PATCH_KEYS = frozenset({"changes", "expected", "lock_tokens"})
-# [A-Za-z0-9_-] exactly: str.isalnum() would also let "é" or "²" through.
-CLIENT_ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
-
-
-def client_id_of(request: Request) -> str | None:
-    value = request.headers.get("x-client-id")
-    if value is None:
-        return None
-    if not 1 <= len(value) <= 64 or not all(c in CLIENT_ID_CHARS for c in value):
-        raise ValidationFailed(
-            "X-Client-Id: must be 1..64 letters, digits, '-' or '_'",
-            field="X-Client-Id",
-            rule="client_id",
-        )
-    return value
-
-
-def parse_object(raw: bytes, what: str = "body") -> dict[str, Any]:
-    try:
-        value = loads(raw)
-    except JSONDecodeError:
-        raise InvalidJson("the body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ValidationFailed(f"{what}: must be a JSON object", field=what, rule="type")
-    return value
-
-
-def _object_member(body: dict[str, Any], name: str) -> dict[str, Any]:
-    value = body.get(name, {})
-    if not isinstance(value, dict):
-        raise ValidationFailed(f"{name}: must be a JSON object", field=name, rule="type")
-    return value
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -98,7 +63,7 @@ async def create_case(
         user_id=principal.user_id, branch_id=branch_id, minimum=Role.editor, action="create cases"
     )
     await services.limits.hit_write(principal.user_id)
-    values = parse_object(raw)
+    values = parse_case_fields(raw)
     actor = Actor(principal.user_id, principal.name, client_id_of(request))
     case = await services.cases.create(branch_id=branch_id, values=values, actor=actor)
     return json_response(201, case)
@@ -114,91 +79,55 @@ async def get_case(case_id: Id, principal: CurrentUser, services: ServicesDep) -
 async def patch_case(
     case_id: Id, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
 ) -> Response:
+    """The answers' order is the contract's (docs/protocol.md, PATCH).
+
+    web/deps.py has already answered 401, 403 CSRF/Origin, 413 and 415; here
+    come 404, 403 viewer, 429, the idempotent replay and the body's shape;
+    ``CaseService.patch`` decides the rest.
+    """
     started = time.perf_counter()
     branch_id, _role = await services.accounts.case_access(
         user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
     )
     await services.limits.hit_write(principal.user_id)
-    replay = None
-    if (key := request.headers.get("idempotency-key")) is not None:
-        replay = idempotency.make_replay(
-            principal.user_id, key, method="PATCH", path=request.url.path, body=raw
-        )
-        stored = await idempotency.lookup(services.db, replay)
-        if stored is not None:
-            return json_response(stored.status_code, stored.body, {"Idempotent-Replayed": "true"})
+    guard = IdempotencyGuard(
+        services.db,
+        user_id=principal.user_id,
+        key=request.headers.get("idempotency-key"),
+        method="PATCH",
+        path=request.url.path,
+        body=raw,
+    )
+    if (earlier := await guard.earlier()) is not None:
+        return replayed(earlier)
     try:
-        case = await _patch(
-            case_id, branch_id, request, raw, principal.user_id, principal.name, services, replay
+        body = parse_patch(raw)
+        actor = Actor(principal.user_id, principal.name, client_id_of(request))
+        case = await services.cases.patch(
+            case_id=case_id,
+            changes=body.changes.root,
+            expected=body.expected,
+            lock_tokens=body.lock_tokens,
+            actor=actor,
+            branch_id=branch_id,
+            idempotency=guard,
         )
     except IntegrityError:
-        # A concurrent twin with the same Idempotency-Key answered first
-        # (its record made our transaction fail): answer what it answered.
-        stored = None if replay is None else await idempotency.lookup(services.db, replay)
-        if stored is None:
+        # An identical twin committed first, and its record made our whole
+        # transaction fail: answer what it answered.
+        if (twin := await guard.twin()) is None:
             raise
-        return json_response(stored.status_code, stored.body, {"Idempotent-Replayed": "true"})
+        return replayed(twin)
     except WarrantySyncError as exc:
-        status = status_of(exc)
-        if replay is not None and 400 <= status < 500 and status != 429:
-            await idempotency.remember_refusal(
-                services.db, replay, status_code=status, body=body_of(exc)
-            )
-        raise
+        if (twin := await guard.refused(Answer(status_of(exc), body_of(exc)))) is None:
+            raise
+        return replayed(twin)
     services.metrics.save_latency.observe(time.perf_counter() - started)
     return json_response(200, case)
 
 
-async def _patch(
-    case_id: int,
-    branch_id: int,
-    request: Request,
-    raw: bytes,
-    user_id: int,
-    name: str,
-    services: Services,
-    replay: idempotency.Replay | None,
-) -> dict[str, Any]:
-    body = parse_object(raw)
-    for key in body:
-        if key not in PATCH_KEYS:
-            raise ValidationFailed(f"{key}: unknown member", field=str(key), rule="unknown_member")
-    changes = _object_member(body, "changes")
-    if not changes:
-        raise ValidationFailed(
-            "changes: must name at least one field", field="changes", rule="required"
-        )
-    expected = _object_member(body, "expected")
-    tokens = _object_member(body, "lock_tokens")
-    check_subset("lock_tokens", tokens, changes)
-    if not all(isinstance(t, str) for t in tokens.values()):
-        raise ValidationFailed(
-            "lock_tokens: values must be strings", field="lock_tokens", rule="type"
-        )
-    client_id = client_id_of(request)
-
-    async def check_locks() -> None:
-        try:
-            await services.locks.check_write(
-                case_id=case_id, fields=changes, user_id=user_id, client_id=client_id, tokens=tokens
-            )
-        except Unavailable:
-            # Without lock checks only a save fenced by `expected` is safe.
-            if not all(field in expected for field in changes):
-                raise Unavailable(
-                    "locks cannot be checked right now; retry, or send expected values",
-                    retry_after=2,
-                ) from None
-
-    return await services.cases.patch(
-        case_id=case_id,
-        changes=changes,
-        expected=expected,
-        actor=Actor(user_id, name, client_id),
-        branch_id=branch_id,
-        before_write=check_locks,
-        idempotency=replay,
-    )
+def replayed(answer: Answer) -> Response:
+    return json_response(answer.status_code, answer.body, {"Idempotent-Replayed": "true"})
 
 
 @router.delete("/cases/{case_id}", status_code=204)

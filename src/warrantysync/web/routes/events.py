@@ -18,8 +18,8 @@ from ...errors import NotAuthenticated, Unavailable, ValidationFailed
 from ...ids import ID_RULE, parse_id
 from ...services.streams import Stream
 from ..deps import optional_principal
+from ..inputs import CLIENT_ID_CHARS
 from ..sse import EventStreamResponse
-from .cases import CLIENT_ID_CHARS
 
 PATH = re.compile(r"/api/branches/([^/]+)/events")
 

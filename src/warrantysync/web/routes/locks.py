@@ -1,27 +1,17 @@
-"""Field locks: PUT acquires or renews, DELETE releases (DESIGN §3)."""
+"""Field locks: PUT acquires or renews, DELETE releases (docs/protocol.md, Locks)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from ...errors import ValidationFailed
 from ...services.fields import check_field_name
 from ...services.locks import Owner
 from ...storage.models import Role
 from ..deps import Id, ServicesDep, Writer
 from ..errors import json_response
-from .cases import client_id_of
+from ..inputs import client_id_of, required_client_id
 
 router = APIRouter(prefix="/api")
-
-
-def _required_client_id(request: Request) -> str:
-    client_id = client_id_of(request)
-    if client_id is None:
-        raise ValidationFailed(
-            "X-Client-Id: required to own a lock", field="X-Client-Id", rule="required"
-        )
-    return client_id
 
 
 @router.put("/cases/{case_id}/locks/{field}")
@@ -32,7 +22,7 @@ async def acquire(
         user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
     )
     check_field_name(field)
-    client_id = _required_client_id(request)
+    client_id = required_client_id(request)
     await services.limits.hit_lock(principal.user_id)
     lock = await services.locks.acquire(
         case_id=case_id,
@@ -60,5 +50,6 @@ async def release(
         user_id=principal.user_id,
         client_id=client_id,
         force=role == Role.manager,
+        name=principal.name,
     )
     return Response(status_code=204)

@@ -120,6 +120,24 @@ async def index(request: Request, services: ServicesDep) -> Response:
 
 @router.get("/branch/{branch_id}", response_class=HTMLResponse)
 async def branch_page(branch_id: Id, request: Request, services: ServicesDep) -> Response:
+    return await _table_page(request, services, branch_id=branch_id, case_id=None)
+
+
+@router.get("/branch/{branch_id}/cases/{case_id}", response_class=HTMLResponse)
+async def case_page(
+    branch_id: Id, case_id: Id, request: Request, services: ServicesDep
+) -> Response:
+    """The branch's table with one case's panel open: a link to send a colleague."""
+    return await _table_page(request, services, branch_id=branch_id, case_id=case_id)
+
+
+def _not_found(request: Request, what: str) -> Response:
+    return templates.TemplateResponse(request, "not_found.html", {"what": what}, status_code=404)
+
+
+async def _table_page(
+    request: Request, services: ServicesDep, *, branch_id: int, case_id: int | None
+) -> Response:
     principal = await _principal(request, services)
     if principal is None:
         return _to_login(request)
@@ -128,9 +146,16 @@ async def branch_page(branch_id: Id, request: Request, services: ServicesDep) ->
             user_id=principal.user_id, branch_id=branch_id
         )
     except NotFound:
-        return templates.TemplateResponse(
-            request, "not_found.html", {"what": "branch"}, status_code=404
-        )
+        return _not_found(request, "branch")
+    if case_id is not None:
+        try:
+            case_branch, _role = await services.accounts.case_access(
+                user_id=principal.user_id, case_id=case_id
+            )
+        except NotFound:
+            return _not_found(request, "case")
+        if case_branch != branch.id:
+            return _not_found(request, "case")
     config = {
         "branch_id": branch.id,
         "branch_name": branch.name,
@@ -142,6 +167,8 @@ async def branch_page(branch_id: Id, request: Request, services: ServicesDep) ->
         "members": await services.accounts.members(branch_id=branch.id),
         # The field table (casefields.py) that static/js/fields.js answers from.
         "fields": client_table(),
+        # The case whose panel the page opens (its own URL), or null.
+        "open_case": case_id,
         **services.settings.client_config(),
     }
     return templates.TemplateResponse(

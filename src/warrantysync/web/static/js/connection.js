@@ -1,4 +1,4 @@
-// The event stream (DESIGN §4). The client, not the browser, owns
+// The event stream (docs/protocol.md, "The event stream"). The client, not the browser, owns
 // reconnection: EventSource's own retry knows nothing of backoff, jitter,
 // goodbye.retry_ms or our last applied id, so on any error we close it and
 // open a fresh one ourselves. No DOM: every browser dependency is injected.
@@ -19,6 +19,11 @@ export const WATCHDOG_SLACK_MS = 5000;
 export const GAP_GRACE_MS = 3000;
 // After this many failed attempts in a row the pill turns red.
 export const OFFLINE_AFTER_FAILURES = 3;
+// A wait longer than this is shortened by probing GET /healthz (cheap, never
+// rate limited), so a server that comes back is found within a few seconds
+// rather than after the 30 s backoff step. The probes back off and jitter too.
+export const PROBE_AFTER_MS = 3000;
+export const PROBE_DELAYS_MS = Object.freeze([1000, 2000, 3000]);
 
 /** Event ids are decimal strings; anything else is "no id". */
 export function parseEventId(value) {
@@ -44,12 +49,14 @@ function noop() {}
  * @param {(name: string, data: object, id: number|null) => void} [options.onEvent]
  * @param {(state: string) => void} [options.onStateChange]
  * @param {(reason: string) => void} [options.onResync] reload the snapshot
+ * @param {() => Promise<boolean>} [options.probe] is the server answering at all (GET /healthz)?
+ * @param {() => boolean} [options.isOnline] the browser's navigator.onLine
  */
 export function createConnection(options) {
   const {
     url, clientId, EventSourceImpl, setTimeout, clearTimeout,
     random = Math.random, now = Date.now, reconnectDelaysMs = DEFAULT_DELAYS_MS,
-    onEvent = noop, onStateChange = noop, onResync = noop,
+    onEvent = noop, onStateChange = noop, onResync = noop, probe = null, isOnline = () => true,
   } = options;
 
   let heartbeatMs = options.heartbeatMs || 30000;
@@ -64,6 +71,12 @@ export function createConnection(options) {
   let reconnectTimer = null;
   let watchdogTimer = null;
   let gapTimer = null;
+  let reconnectAt = null;
+  let probeTimer = null;
+  let probeAt = null;
+  let probeAttempt = 0;
+  let probeFailed = false; // a probe of this wait found the server away
+  let shortcutUsed = false; // a probe already cut a wait short since the last `ready`
 
   function setState(next) {
     if (next === state) return;
@@ -100,8 +113,39 @@ export function createConnection(options) {
     watchdogTimer = clearTimer(watchdogTimer);
   }
 
+  function stopProbing() {
+    probeTimer = clearTimer(probeTimer);
+    probeAt = null;
+  }
+
+  function scheduleProbe() {
+    const delay = backoffDelay(probeAttempt, PROBE_DELAYS_MS, random);
+    probeAttempt += 1;
+    probeAt = now() + delay;
+    probeTimer = setTimeout(runProbe, delay);
+  }
+
+  async function runProbe() {
+    probeTimer = null;
+    probeAt = null;
+    if (reconnectTimer === null) return;
+    const up = isOnline() ? await probe().catch(() => false) : false;
+    if (reconnectTimer === null || probeTimer !== null) return; // reconnected, or rescheduled meanwhile
+    // A server that answers probes but refuses streams (a 401, too many
+    // streams) gets one early try per streak, then the plain backoff: no storm.
+    if (up && (probeFailed || !shortcutUsed)) {
+      shortcutUsed = true;
+      open();
+      return;
+    }
+    if (!up) probeFailed = true;
+    scheduleProbe();
+  }
+
   function open() {
     reconnectTimer = clearTimer(reconnectTimer);
+    reconnectAt = null;
+    stopProbing();
     closeStream();
     if (state !== 'offline') setState(everReady || failures > 0 ? 'reconnecting' : 'connecting');
     syncRequired = false;
@@ -118,11 +162,19 @@ export function createConnection(options) {
   function schedule(delay, nextState) {
     closeStream();
     reconnectTimer = clearTimer(reconnectTimer);
-    setState(nextState);
+    stopProbing();
+    reconnectAt = now() + Math.max(0, delay);
     reconnectTimer = setTimeout(() => {
       reconnectTimer = null;
+      reconnectAt = null;
       if (started) open();
     }, Math.max(0, delay));
+    if (probe && delay > PROBE_AFTER_MS) {
+      probeAttempt = 0;
+      probeFailed = false;
+      scheduleProbe();
+    }
+    setState(nextState);
   }
 
   function fail(es) {
@@ -159,6 +211,7 @@ export function createConnection(options) {
     const id = parseEventId(data.last_event_id ?? rawId);
     failures = 0;
     everReady = true;
+    shortcutUsed = false;
     if (Number(data.heartbeat_ms) > 0) heartbeatMs = Number(data.heartbeat_ms);
     armWatchdog();
     let gap = false;
@@ -220,6 +273,8 @@ export function createConnection(options) {
       started = false;
       closeStream();
       reconnectTimer = clearTimer(reconnectTimer);
+      reconnectAt = null;
+      stopProbing();
       gapTimer = clearTimer(gapTimer);
     },
     /** Skip any backoff wait and open a fresh stream now (`online`). */
@@ -249,6 +304,11 @@ export function createConnection(options) {
     },
     get state() {
       return state;
+    },
+    /** When the next attempt (a reconnect, or a probe that may bring it forward) is due; null if none waits. */
+    get nextAttemptAt() {
+      if (reconnectAt === null) return null;
+      return probeAt === null ? reconnectAt : Math.min(reconnectAt, probeAt);
     },
     get lastEventId() {
       return lastId === null ? null : String(lastId);

@@ -44,6 +44,8 @@ export const isRequired = (field) => Boolean(row(field)?.required);
 export const isNotFuture = (field) => Boolean(row(field)?.not_future);
 /** Its values are the ids of the branch's members (the page config's `members`). */
 export const isMemberField = (field) => Boolean(row(field)?.member_of_branch);
+/** The roles a member must have to be the field's value (empty: any member). */
+export const memberRolesOf = (field) => row(field)?.member_roles ?? [];
 /** The value a new case starts with. */
 export const defaultOf = (field) => row(field)?.default ?? null;
 

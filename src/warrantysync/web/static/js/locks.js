@@ -1,4 +1,4 @@
-// Field locks held by this tab (DESIGN §3): PUT on focus, renew while
+// Field locks held by this tab (docs/protocol.md, "Locks"): PUT on focus, renew while
 // focused, DELETE after the blur's save. Operations on one field run one
 // after another, so a DELETE can never overtake a later PUT on the wire.
 // No DOM: api, timers and callbacks are injected.
@@ -21,8 +21,8 @@ function lockOf(data) {
  * @param {number} options.renewMs
  * @param {Function} options.setTimeout
  * @param {Function} options.clearTimeout
- * @param {(caseId, field, holder: {id, name}|null, reason?: 'forced') => void} [options.onLost]
- *   a lock we held went to someone else, or a manager took it away
+ * @param {(caseId, field, who: {id, name}|null, reason?: string) => void} [options.onLost] a lock we
+ *   held is gone: `who` holds it now, or (reason `forced`) released it; reason `expired`: nobody
  */
 export function createLocks(options) {
   const {
@@ -195,11 +195,12 @@ export function createLocks(options) {
         const e = entries.get(fieldKey(data.case_id, data.field));
         if (e && e.token) {
           e.token = null;
-          if (data.reason === 'forced') {
-            // A manager took it away on purpose: grabbing it back would defeat that.
+          if (data.reason === 'forced' || data.reason === 'expired') {
+            // Taken away on purpose, or gone while renewals failed (others may
+            // be typing there now): grabbing it back would overrule them.
             e.wanted = false;
             stopRenew(e);
-            onLost(e.caseId, e.field, null, 'forced');
+            onLost(e.caseId, e.field, data.reason === 'forced' ? data.by ?? null : null, data.reason);
           } else if (e.wanted) reacquire(e);
         }
       }

@@ -23,6 +23,12 @@ if (form && errorBox) {
     const email = form.elements.email.value.trim();
     const password = form.elements.password.value;
     errorBox.hidden = true;
+    // Nothing to check yet: say what is missing rather than "wrong".
+    if (!email || !password) {
+      showError(!email && !password ? 'Enter your email and password.' : !email ? 'Enter your email.' : 'Enter your password.');
+      (email ? form.elements.password : form.elements.email).focus();
+      return;
+    }
     submit.disabled = true;
     try {
       const response = await fetch('/api/auth/login', {

@@ -8,7 +8,7 @@ import { createConnection } from './connection.js';
 import { createDrafts, draftsKey } from './drafts.js';
 import { installFields, labelOf } from './fields.js';
 import { createLocks } from './locks.js';
-import { createSaver } from './saver.js';
+import { createSaver, retryToastKey } from './saver.js';
 import { createStore } from './store.js';
 import { createSync } from './sync.js';
 import { createView } from './view.js';
@@ -85,9 +85,8 @@ function start() {
 
   const locks = createLocks({
     api, clientId, userId, renewMs: config.LOCK_RENEW_MS || 10000, ...timers,
-    onLost: (caseId, field, holder, reason) => view.toast(reason === 'forced'
-      ? `A manager released your lock on ${labelOf(field)} of ${caseName(caseId)}. Your text is kept.`
-      : `${holder && holder.name ? holder.name : 'Someone else'} now holds ${labelOf(field)} of ${caseName(caseId)}. Your text is kept.`, 'warning'),
+    onLost: (caseId, field, who, reason) => view.lockLost(caseId, field, who, reason,
+      { label: labelOf(field), caseName: caseName(caseId) }),
   });
 
   saver = createSaver({
@@ -96,8 +95,12 @@ function start() {
     debounceMs: config.DEBOUNCE_MS ?? 1000,
     retryDelaysMs: config.RECONNECT_DELAYS_MS,
     lockToken: (caseId, field) => locks.tokenFor(caseId, field),
-    onConflict: (...args) => view.askConflict(...args),
-    onToast: (message, kind) => view.toast(message, kind),
+    onConflict: (caseId, ...rest) => {
+      // The conflict is the news now: "not saved yet, retrying" is stale.
+      view.dismissToast(retryToastKey(caseId));
+      return view.askConflict(caseId, ...rest);
+    },
+    onToast: (message, kind, options) => view.toast(message, kind, options),
     onUnauthorized,
     onLockLost: (caseId, field) => locks.forget(caseId, field),
   });
@@ -122,6 +125,8 @@ function start() {
   const connection = createConnection({
     url: `/api/branches/${branchId}/events`, clientId, EventSourceImpl: window.EventSource, ...timers,
     reconnectDelaysMs: config.RECONNECT_DELAYS_MS, heartbeatMs: config.HEARTBEAT_MS,
+    probe: () => window.fetch('/healthz', { cache: 'no-store', credentials: 'omit' }).then((r) => r.ok, () => false),
+    isOnline: () => navigator.onLine !== false,
     onEvent(name, data, id) {
       locks.handleEvent(name, data);
       if (!store.applyEvent(name, data, id)) sync.now();
@@ -131,7 +136,28 @@ function start() {
   });
 
   const actions = {
-    edit: (caseId, field, value) => saver.edit(caseId, field, value),
+    edit: (caseId, field, value, options) => saver.edit(caseId, field, value, options),
+    discard: (caseId, field) => saver.discard(caseId, field),
+    isDraft: (caseId, field) => saver.isHeld(caseId, field),
+    holdDraft: (caseId, field) => saver.hold(caseId, field),
+    async saveDraft(caseId, field) {
+      // Saved under a fresh lock, so nobody can be typing there meanwhile. When the
+      // manager's release still bars us from the lock, the save goes without one:
+      // it carries `expected`, so the database refuses it if anyone changed the field.
+      const result = await locks.acquire(caseId, field);
+      if (result.ok || result.transient || result.forced) {
+        await saver.flush(caseId, field);
+      } else {
+        const holder = result.holder && result.holder.name;
+        view.toast(`${holder ? `${holder} is editing it now` : result.message}. Your draft is kept.`, 'warning');
+      }
+      await locks.release(caseId, field);
+      view.renderField(caseId, field);
+    },
+    discardDraft(caseId, field) {
+      saver.discard(caseId, field);
+      view.renderField(caseId, field);
+    },
     async focusField(caseId, field) {
       store.setFocus(caseId, field);
       if (config.role === 'viewer') return { ok: true };
@@ -142,13 +168,15 @@ function start() {
       }
       if (result.ok || result.transient || result.cancelled) return { ok: true };
       store.clearFocus(caseId, field);
-      saver.discard(caseId, field);
+      // Text typed before the refusal goes; a draft kept from an earlier lock stays.
+      if (!saver.isHeld(caseId, field)) saver.discard(caseId, field);
       const holder = result.holder && result.holder.name;
       return { ok: false, message: holder ? `Locked by ${holder}` : result.message };
     },
-    blurField(caseId, field) {
+    /** Editing ended; `save: false` when the lock was lost and the text stays a draft. */
+    blurField(caseId, field, { save = true } = {}) {
       store.clearFocus(caseId, field);
-      return locks.release(caseId, field, saver.flush(caseId, field));
+      return locks.release(caseId, field, save ? saver.flush(caseId, field) : null);
     },
     async forceRelease(caseId, field) {
       // A manager's release; everyone (this tab too) hears lock-released "forced".
@@ -171,6 +199,10 @@ function start() {
       const answer = await api.get(`/api/cases/${caseId}/history?limit=${limit}`);
       return Array.isArray(answer.data) ? answer.data : (answer.data && answer.data.history) || [];
     },
+    async changePassword(current, next) {
+      const answer = await api.post('/api/auth/password', { current_password: current, new_password: next });
+      return answer.data;
+    },
     async logout() {
       await saver.flushAll();
       locks.releaseAll();
@@ -181,6 +213,11 @@ function start() {
 
   view = createView({ root: document.getElementById('app'), config, store, actions });
   view.mount();
+  view.setConnectionInfo({
+    nextAttemptAt: () => connection.nextAttemptAt,
+    online: () => navigator.onLine !== false,
+    retryNow: () => { connection.reconnectNow(); saver.retryNow(); sync.now(); },
+  });
   if (Array.isArray(config.branches)) view.setBranches(config.branches, branchId);
 
   async function loadMe() {

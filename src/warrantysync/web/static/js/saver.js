@@ -6,6 +6,12 @@
 import { ApiError } from './api.js';
 import { DEFAULT_DELAYS_MS, backoffDelay } from './backoff.js';
 import { fieldKey, isDebounced as defaultIsDebounced, isEditable, sameValue } from './fields.js';
+import { describeError } from './messages.js';
+
+/** The key of a case's "Not saved yet, retrying" toast, so a later outcome can take it down. */
+export function retryToastKey(caseId) {
+  return `saving:${caseId}`;
+}
 
 function noop() {}
 
@@ -38,7 +44,7 @@ function culpritFields(batch, body) {
  * @param {() => string} [options.newKey] Idempotency-Key factory
  * @param {(caseId, field) => (string|null|Promise<string|null>)} [options.lockToken]
  * @param {(caseId, field, theirs, mine, by) => Promise<'theirs'|'mine'>} [options.onConflict]
- * @param {(message: string, kind: string) => void} [options.onToast]
+ * @param {(message: string, kind: string, options?: {key?: string}) => void} [options.onToast]
  * @param {(error: ApiError) => void} [options.onUnauthorized]
  * @param {(caseId, field) => void} [options.onLockLost]
  */
@@ -185,7 +191,7 @@ export function createSaver(options) {
           return;
         }
         setStates(caseId, batch.fields, 'dirty');
-        if (attempt === 0) onToast(`Not saved yet — ${error.message} Retrying…`, 'warning');
+        if (attempt === 0) onToast(`Not saved yet — ${error.message} Retrying…`, 'warning', { key: retryToastKey(caseId) });
         await sleep(error.retryAfter ?? backoffDelay(attempt, retryDelaysMs, random));
         setStates(caseId, batch.fields, 'saving');
       }
@@ -251,7 +257,7 @@ export function createSaver(options) {
         finish(caseId, field, 'error', { revert: true });
       }
     }
-    onToast(error.message, 'error');
+    onToast(describeError(error), 'error');
     requeueOthers(caseId, q, batch, culprits);
   }
 
@@ -304,15 +310,19 @@ export function createSaver(options) {
     }
   }
 
-  /** The user changed a field; the screen already shows `value`. */
-  function edit(caseId, field, value) {
+  /**
+   * The user changed a field; the screen already shows `value`. `debounce`
+   * overrides the field's save mode: a keyboard walk through a dropdown's
+   * choices waits for a pause like typing does, a pick saves at once.
+   */
+  function edit(caseId, field, value, { debounce = isDebounced(field) } = {}) {
     const key = fieldKey(caseId, field);
     held.delete(key);
     if (!store.hasEdit(caseId, field) && !bases.has(key)) bases.set(key, store.confirmedValue(caseId, field));
     store.setEdit(caseId, field, value);
     store.setSaveState(caseId, field, 'dirty');
     persist(caseId, field);
-    if (!isDebounced(field)) {
+    if (!debounce) {
       trigger(caseId);
       return;
     }
@@ -366,6 +376,19 @@ export function createSaver(options) {
     return restored;
   }
 
+  /**
+   * Keep the field's unsaved text as a draft that is not sent on its own
+   * (its lock was taken away): saved by flush(caseId, field) or a new edit,
+   * dropped by discard().
+   */
+  function hold(caseId, field) {
+    if (!store.hasEdit(caseId, field)) return false;
+    held.add(fieldKey(caseId, field));
+    store.setSaveState(caseId, field, 'dirty');
+    persist(caseId, field);
+    return true;
+  }
+
   /** Drop a field's edit and show the server's value (focus refused: someone else holds it). */
   function discard(caseId, field) {
     held.delete(fieldKey(caseId, field));
@@ -376,6 +399,8 @@ export function createSaver(options) {
     edit,
     flush,
     discard,
+    hold,
+    isHeld: (caseId, field) => held.has(fieldKey(caseId, field)) && store.hasEdit(caseId, field),
     flushAll: () => Promise.all([...queues.keys()].map((caseId) => flush(caseId))),
     retryNow,
     hasPending: () => store.hasEdits() || [...queues.values()].some((q) => !isIdle(q)),

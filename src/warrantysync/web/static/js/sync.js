@@ -1,4 +1,4 @@
-// The periodic snapshot (DESIGN §5): GET …/cases with If-None-Match every
+// The periodic snapshot (docs/architecture.md, "The browser client"): GET …/cases with If-None-Match every
 // SYNC_INTERVAL_MS and whenever the stream reports a gap. Overlapping
 // requests are folded into one. No DOM.
 

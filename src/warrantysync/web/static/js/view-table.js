@@ -1,7 +1,10 @@
 // The case table: rows keyed by case id, cells updated in place so a remote
 // change never rebuilds (and never steals focus from) what the user is in.
+// It is an ARIA grid with one tab stop (a roving tabindex, see view-grid.js);
+// `rowModel()` and `columns()` are what keyboard navigation walks.
 
 import { flash, h, initials } from './dom.js';
+import { HEADER } from './grid.js';
 import { fromControl, isMemberField, isNotFuture, kindOf, labelOf, maxLengthOf } from './fields.js';
 
 // Working set first, so 1366 px shows what people triage by; contact details scroll in.
@@ -14,14 +17,16 @@ const INPUT_MODES = { customer_phone: 'tel', customer_email: 'email' };
 const SEARCHED = ['case_number', 'customer_name', 'customer_phone', 'customer_email', 'product', 'serial_number', 'issue', 'notes'];
 
 function optionsFor(field, ctx) {
-  if (isMemberField(field)) return [{ value: '', label: 'Unassigned' }, ...ctx.members.map((m) => ({ value: String(m.id), label: m.name }))];
+  if (isMemberField(field)) {
+    return [{ value: '', label: 'Unassigned' }, ...ctx.assignable(field).map((m) => ({ value: String(m.id), label: m.name }))];
+  }
   return ctx.options(field);
 }
 
 /** The control for one field: looks like text until focused (see app.css). */
 export function createControl(field, ctx, label) {
   const kind = kindOf(field);
-  const common = { class: `control control-${kind}`, 'aria-label': label, dataset: { control: field } };
+  const common = { class: `control control-${kind}`, 'aria-label': label, dataset: { control: field, label } };
   if (kind === 'select') {
     return h('select', common, optionsFor(field, ctx).map((o) => h('option', { value: o.value, text: o.label })));
   }
@@ -70,7 +75,6 @@ export function decorate(holder, control, caseId, field, ctx) {
           type: 'button',
           class: 'lock-badge lock-release',
           title: `Release ${name}'s lock`,
-          'aria-label': `Release the lock ${name} holds on this field`,
           onclick: (event) => {
             event.preventDefault();
             event.stopPropagation();
@@ -80,17 +84,25 @@ export function decorate(holder, control, caseId, field, ctx) {
         : h('span', { class: 'lock-badge', 'aria-hidden': 'true' });
       holder.prepend(badge);
     }
-    badge.textContent = `🔒 ${initials(name)}`;
+    // The visible initials start the button's name, the rest is for screen readers.
+    badge.replaceChildren(`🔒 ${initials(name)}`, ...(badge.tagName === 'BUTTON'
+      ? [h('span', { class: 'visually-hidden', text: ` — release ${name}'s lock on this field` })] : []));
+    // Said to screen readers too: the lock is more than a colour and a glyph.
+    control.setAttribute('aria-label', `${control.dataset.label}, locked by ${name}`);
   } else {
     delete holder.dataset.lockedBy;
     holder.removeAttribute('title');
     if (badge) badge.remove();
+    control.setAttribute('aria-label', control.dataset.label);
   }
   control.disabled = Boolean(lock) || (ctx.readOnly() && control.tagName === 'SELECT');
   control.readOnly = ctx.readOnly() && control.tagName !== 'SELECT';
   const state = ctx.store.saveState(caseId, field);
   if (state) holder.dataset.saveState = state;
   else delete holder.dataset.saveState;
+  holder.toggleAttribute('data-draft', ctx.isDraft(caseId, field));
+  if (state === 'error') control.setAttribute('aria-invalid', 'true');
+  else control.removeAttribute('aria-invalid');
 }
 
 /**
@@ -99,31 +111,38 @@ export function decorate(holder, control, caseId, field, ctx) {
  */
 export function createTable(ctx, { onOpen }) {
   const rows = new Map(); // caseId -> {tr, cells: Map(field -> {td, control})}
+  let order = []; // case ids in the table's sort order: the row model's source
+  const hiddenColumns = new Set();
   const tbody = h('tbody');
   const sort = { key: 'case_number', dir: -1 };
   const headers = new Map();
   let filters = { query: '', status: '', assignee: '' };
 
   const thead = h('thead', {}, h('tr', {}, COLUMNS.map((field) => {
-    const button = h('button', { type: 'button', class: 'sort', dataset: { sort: field } },
+    const button = h('button', { type: 'button', class: 'sort', tabindex: '-1', dataset: { sort: field } },
       labelOf(field), h('span', { class: 'sort-indicator', 'aria-hidden': 'true' }));
-    const th = h('th', { scope: 'col', class: `col-${field}` }, button);
+    const th = h('th', { scope: 'col', class: `col-${field}`, dataset: { col: field } }, button);
     headers.set(field, th);
     button.addEventListener('click', () => sortBy(field));
     return th;
   })));
-  const table = h('table', { class: 'cases', id: 'cases-table' }, thead, tbody);
+  const table = h('table', { class: 'cases', id: 'cases-table', role: 'grid', 'aria-label': 'Cases' }, thead, tbody);
 
   function buildRow(caseId) {
     const json = ctx.store.getCase(caseId);
     const tr = h('tr', { dataset: { caseId: String(caseId) } });
     const cells = new Map();
-    const link = h('button', { type: 'button', class: 'case-link', 'aria-label': `Open ${json.case_number} details`, text: json.case_number });
+    const link = h('button', {
+      type: 'button', class: 'case-link', tabindex: '-1', 'aria-label': `Open ${json.case_number} details`, text: json.case_number,
+    });
     link.addEventListener('click', () => onOpen(caseId));
-    tr.append(h('th', { scope: 'row', class: 'col-case_number' }, link));
+    tr.append(h('th', { scope: 'row', class: 'col-case_number', dataset: { col: 'case_number' } }, link));
     for (const field of COLUMNS.slice(1)) {
       const control = createControl(field, ctx, `${labelOf(field)}, ${json.case_number}`);
-      const td = h('td', { class: `cell cell-${kindOf(field)} col-${field}`, dataset: { field } }, control);
+      control.tabIndex = -1;
+      const td = h('td', {
+        class: `cell cell-${kindOf(field)} col-${field}`, tabindex: '-1', dataset: { field, col: field }, hidden: hiddenColumns.has(field),
+      }, control);
       cells.set(field, { td, control });
       tr.append(td);
     }
@@ -145,7 +164,12 @@ export function createTable(ctx, { onOpen }) {
   }
 
   function render(caseId, options) {
-    const row = rows.get(caseId) || buildRow(caseId);
+    let row = rows.get(caseId);
+    if (!row) {
+      row = buildRow(caseId);
+      order.push(caseId);
+      tbody.append(row.tr);
+    }
     row.link.textContent = ctx.store.getCase(caseId).case_number;
     for (const field of row.cells.keys()) renderCell(caseId, field, options);
     row.tr.hidden = !visible(caseId);
@@ -163,8 +187,8 @@ export function createTable(ctx, { onOpen }) {
   function compare(a, b) {
     const x = sortValue(a, sort.key);
     const y = sortValue(b, sort.key);
-    const order = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
-    return order * sort.dir || (a - b) * sort.dir;
+    const diff = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
+    return diff * sort.dir || (a - b) * sort.dir;
   }
 
   function showSort() {
@@ -178,15 +202,18 @@ export function createTable(ctx, { onOpen }) {
   function sortBy(key, dir) {
     sort.dir = dir ?? (sort.key === key ? -sort.dir : 1);
     sort.key = key;
-    const ids = [...rows.keys()].sort(compare);
-    tbody.append(...ids.map((id) => rows.get(id).tr));
+    order = [...rows.keys()].sort(compare);
+    tbody.append(...order.map((id) => rows.get(id).tr));
     showSort();
   }
 
   function insert(caseId) {
     const row = render(caseId);
-    const next = [...rows.keys()].filter((id) => id !== caseId && compare(caseId, id) < 0)
-      .sort(compare)[0];
+    order = order.filter((id) => id !== caseId);
+    let at = order.findIndex((id) => compare(caseId, id) < 0);
+    if (at < 0) at = order.length;
+    order.splice(at, 0, caseId);
+    const next = order[at + 1];
     tbody.insertBefore(row.tr, next === undefined ? null : rows.get(next).tr);
     return row;
   }
@@ -214,6 +241,22 @@ export function createTable(ctx, { onOpen }) {
     const row = rows.get(caseId);
     if (row) row.tr.remove();
     rows.delete(caseId);
+    order = order.filter((id) => id !== caseId);
+  }
+
+  function setHiddenColumns(fields) {
+    hiddenColumns.clear();
+    for (const field of fields) if (field !== COLUMNS[0]) hiddenColumns.add(field);
+    for (const [field, th] of headers) th.hidden = hiddenColumns.has(field);
+    for (const row of rows.values()) for (const [field, { td }] of row.cells) td.hidden = hiddenColumns.has(field);
+  }
+
+  /** The element that takes the focus for a cell of the grid (row: HEADER or a case id). */
+  function cellTarget(rowKey, field) {
+    if (rowKey === HEADER) return headers.get(field)?.querySelector('button') ?? null;
+    const row = rows.get(rowKey);
+    if (!row) return null;
+    return field === COLUMNS[0] ? row.link : row.cells.get(field)?.td ?? null;
   }
 
   return {
@@ -234,12 +277,28 @@ export function createTable(ctx, { onOpen }) {
       if (row) row.tr.hidden = !visible(caseId);
     },
     visibleCount: () => [...rows.values()].filter((r) => !r.tr.hidden).length,
+    /** The rows the user can see, in order: what the keyboard walks (a window may replace it). */
+    rowModel: () => [HEADER, ...order.filter((id) => !rows.get(id).tr.hidden)],
+    /** The columns shown, in order. */
+    columns: () => COLUMNS.filter((field) => !hiddenColumns.has(field)),
+    hiddenColumns: () => new Set(hiddenColumns),
+    setHiddenColumns,
+    cellTarget,
+    headerCell: (field) => headers.get(field),
+    rowHasFocus: (caseId) => Boolean(rows.get(caseId)?.tr.contains(document.activeElement)),
     /** The cell holding a control, for keyboard moves (Enter = next row, same column). */
     locate(control) {
       const td = control.closest('[data-field]');
       const tr = control.closest('tr[data-case-id]');
       if (!td || !tr || !tbody.contains(tr)) return null;
-      return { caseId: Number(tr.dataset.caseId), field: td.dataset.field, tr };
+      return { caseId: Number(tr.dataset.caseId), field: td.dataset.field, tr, td, control: td.querySelector('[data-control]') };
+    },
+    /** The grid cell (row key and column) an element is in, header included; null outside the grid. */
+    position(element) {
+      const cell = element && element.closest && element.closest('[data-col]');
+      if (!cell || !table.contains(cell)) return null;
+      const tr = cell.closest('tr');
+      return { row: tr.dataset.caseId ? Number(tr.dataset.caseId) : HEADER, col: cell.dataset.col };
     },
   };
 }

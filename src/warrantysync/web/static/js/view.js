@@ -3,10 +3,16 @@
 // the store, and turns user gestures into calls on `actions` (see main.js).
 
 import { colourSlot, flash, h, initials, todayIn } from './dom.js';
-import { choicesOf, editableFields, isDebounced } from './fields.js';
-import { createConfirmDialog, createConflictDialog, createNewCaseDialog, createToasts } from './view-dialogs.js';
-import { createPanel, describeValue } from './view-panel.js';
-import { createTable, readControl } from './view-table.js';
+import { choicesOf, editableFields, memberRolesOf } from './fields.js';
+import { fittingColumns } from './grid.js';
+import {
+  createConfirmDialog, createConflictDialog, createHelpDialog, createNewCaseDialog, createPasswordDialog, createToasts,
+} from './view-dialogs.js';
+import { createGrid } from './view-grid.js';
+import { createPanel, describeFull, describeValue } from './view-panel.js';
+import { createPeek } from './view-peek.js';
+import { createCaseSheet } from './view-print.js';
+import { COLUMNS, createTable } from './view-table.js';
 
 const CONNECTION_LABELS = {
   connecting: ['Connecting…', 'Opening the live connection'],
@@ -18,8 +24,9 @@ const CONNECTION_LABELS = {
 export const LIVE_STATE_UNAVAILABLE = 'Live locks are unavailable; your saves are still checked against changes by others';
 const MAX_AVATARS = 6;
 const SEARCH_DEBOUNCE_MS = 150;
+const COLUMNS_KEY = 'warrantysync:columns';
 
-function buildContext(config, store) {
+function buildContext(config, store, actions) {
   // field -> [{value, label}], for every field with a fixed list of choices.
   const options = new Map(editableFields().map((field) => [field, choicesOf(field)]).filter(([, list]) => list));
   const members = Array.isArray(config.members) ? config.members : [];
@@ -29,6 +36,11 @@ function buildContext(config, store) {
     userId: config.user ? config.user.id : null,
     members,
     options: (field) => options.get(field) ?? null,
+    /** The members a field may name: for the assignee, editors and managers (the field table says). */
+    assignable(field) {
+      const roles = memberRolesOf(field);
+      return roles.length ? members.filter((m) => roles.includes(m.role)) : members;
+    },
     memberName(id) {
       if (id === null || id === undefined || id === '') return 'Unassigned';
       const member = members.find((m) => m.id === Number(id));
@@ -43,6 +55,8 @@ function buildContext(config, store) {
       return index < 0 ? 99 : index;
     },
     describe: (field, value) => describeValue(field, value, ctx),
+    describeFull: (field, value) => describeFull(field, value, ctx),
+    isDraft: (caseId, field) => Boolean(actions.isDraft && actions.isDraft(caseId, field)),
     today: () => todayIn(config.branch_timezone || config.timezone),
     role: () => role,
     setRole: (next) => { role = next; },
@@ -52,46 +66,75 @@ function buildContext(config, store) {
   return ctx;
 }
 
+function storage() {
+  try {
+    return window.localStorage;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * @param {{root: HTMLElement, config: object, store: object, actions: object}} options
- * actions: edit, focusField, blurField, forceRelease, createCase, deleteCase, loadHistory,
- * logout, switchBranch
+ * actions: edit, focusField, blurField, discard, isDraft, saveDraft, discardDraft, forceRelease,
+ * createCase, deleteCase, loadHistory, changePassword, logout, switchBranch
  */
 export function createView({ root, config, store, actions }) {
-  const ctx = buildContext(config, store);
+  const ctx = buildContext(config, store, actions);
   ctx.forceRelease = actions.forceRelease;
   const toasts = createToasts();
-  const toast = toasts.show;
+  const toast = (message, kind, options) => toasts.show(message, kind, options);
   const confirm = createConfirmDialog();
   const askConflict = createConflictDialog(ctx);
+  const openHelp = createHelpDialog();
+  const peek = createPeek(ctx);
+  const sheet = createCaseSheet(ctx, { branchName: config.branch_name || '' });
+  const caseUrl = (id) => `/branch/${config.branch_id}/cases/${id}`;
   const table = createTable(ctx, { onOpen: (id) => panel.open(id) });
-  const panel = createPanel(ctx, { actions, toast, confirm });
-  ctx.focusCaseLink = (id) => table.rows.get(id)?.link.focus();
+  const panel = createPanel(ctx, {
+    actions, toast, confirm, link: (id) => new URL(caseUrl(id), location.href).href,
+    onShown: (id) => showUrl(id),
+    onPrint: (id, history) => sheet.print(id, history),
+  });
+  const dialogOpen = () => Boolean(document.querySelector('dialog[open]'));
+  const grid = createGrid(ctx, { table, panel, actions, toast, peek, openHelp, dialogOpen });
+  ctx.focusCaseLink = (id) => grid.focus(id, COLUMNS[0]);
+  const openPassword = createPasswordDialog({
+    email: config.user ? config.user.email : '',
+    change: actions.changePassword,
+    onChanged: (answer) => {
+      const ended = answer && Number(answer.sessions_ended);
+      toast(`Password changed.${ended ? ` ${ended} other session${ended === 1 ? '' : 's'} signed out.` : ''}`, 'success');
+    },
+  });
   const openNewCase = createNewCaseDialog(ctx, {
     create: actions.createCase,
     onCreated: (json) => {
       toast(`${json.case_number} created.`, 'success');
-      const row = table.rows.get(json.id);
       // Focus the case link, not a field: a field would take a lock everyone sees.
-      if (row) {
-        row.tr.scrollIntoView({ block: 'nearest' });
-        row.link.focus();
-      }
+      if (table.rows.get(json.id)) grid.focus(json.id, COLUMNS[0]);
     },
   });
 
   // Header
   const pillLabel = h('span', { class: 'pill-label' });
   const pill = h('span', { id: 'connection-status', class: 'pill', role: 'status' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), pillLabel);
+  const retry = h('button', { type: 'button', id: 'connection-retry', class: 'btn btn-quiet btn-small', text: 'Retry now', hidden: true });
   const presence = h('ul', { id: 'presence', class: 'presence', 'aria-label': 'Viewing this branch now' });
   const switcher = h('select', { id: 'branch-switcher', class: 'branch-switcher', 'aria-label': 'Switch branch', hidden: true });
-  const logout = h('button', { type: 'button', class: 'btn btn-quiet', id: 'logout', text: 'Sign out' });
+  const logout = h('button', { type: 'button', class: 'menu-item', id: 'logout', text: 'Sign out' });
+  const passwordItem = h('button', { type: 'button', class: 'menu-item', id: 'change-password', text: 'Change password…' });
+  const helpItem = h('button', { type: 'button', class: 'menu-item', id: 'show-shortcuts', text: 'Keyboard shortcuts  ?' });
+  const userMenu = h('div', { id: 'user-menu', class: 'user-menu', hidden: true }, passwordItem, helpItem, logout);
+  const userButton = h('button', {
+    type: 'button', id: 'user-menu-button', class: 'btn btn-quiet user-button', 'aria-expanded': 'false', 'aria-controls': 'user-menu',
+  }, h('span', { class: 'user-name', text: config.user ? config.user.name : 'Account' }), h('span', { class: 'caret', 'aria-hidden': 'true', text: '▾' }));
   const header = h('header', { class: 'app-header' },
     h('a', { class: 'brand', href: '/', text: 'warrantysync' }),
     h('h1', { class: 'branch-name', text: config.branch_name || 'Branch' }),
     switcher,
-    h('div', { class: 'header-right' }, presence, pill,
-      h('span', { class: 'user-name', text: config.user ? config.user.name : '' }), logout));
+    h('div', { class: 'header-right' }, presence, pill, retry,
+      h('div', { class: 'user-menu-wrap' }, userButton, userMenu)));
 
   // Toolbar
   const search = h('input', { type: 'search', id: 'search', class: 'search', placeholder: 'Search cases  ( / )', 'aria-label': 'Search cases', autocomplete: 'off' });
@@ -101,17 +144,26 @@ export function createView({ root, config, store, actions }) {
     h('option', { value: '', text: 'Anyone' }), h('option', { value: 'me', text: 'Assigned to me' }),
     h('option', { value: 'none', text: 'Unassigned' }), ctx.members.map((m) => h('option', { value: String(m.id), text: m.name })));
   const count = h('span', { class: 'count', id: 'case-count', 'aria-live': 'polite' });
+  const viewOnly = h('span', { id: 'view-only', class: 'badge badge-view-only', title: 'You can read this branch’s cases but not change them.', text: 'View only', hidden: true });
+  const columnsButton = h('button', { type: 'button', id: 'columns-button', class: 'btn', 'aria-expanded': 'false', 'aria-controls': 'columns-menu', text: 'Columns' });
+  const columnsMenu = h('div', { id: 'columns-menu', class: 'columns-menu', hidden: true });
   const newCase = h('button', { type: 'button', id: 'new-case', class: 'btn btn-primary', text: 'New case' });
-  const toolbar = h('div', { class: 'toolbar' }, search, statusFilter, assigneeFilter, count, h('span', { class: 'spacer' }), newCase);
+  const toolbar = h('div', { class: 'toolbar' }, search, statusFilter, assigneeFilter, count, viewOnly,
+    h('span', { class: 'spacer' }), h('div', { class: 'columns-wrap' }, columnsButton, columnsMenu), newCase);
 
   const liveBanner = h('p', { id: 'live-state-banner', class: 'banner', role: 'status', hidden: true, text: LIVE_STATE_UNAVAILABLE });
+  const printCaption = h('p', { class: 'print-caption' });
   const empty = h('p', { class: 'empty', text: 'Loading cases…' });
-  const wrap = h('main', { class: 'table-wrap', id: 'table-wrap' }, table.element, empty);
+  const wrap = h('div', { class: 'table-wrap', id: 'table-wrap' }, table.element, empty);
+  const main = h('main', { class: 'app-main', id: 'main' }, toolbar, liveBanner, printCaption, wrap, peek.element);
 
+  const numbers = new Intl.NumberFormat();
   function updateCount() {
     const total = store.allCases().length;
     const shown = table.visibleCount();
-    count.textContent = shown === total ? `${total} case${total === 1 ? '' : 's'}` : `${shown} of ${total} cases`;
+    count.textContent = shown === total
+      ? `${numbers.format(total)} case${total === 1 ? '' : 's'}`
+      : `${numbers.format(shown)} of ${numbers.format(total)} cases`;
     if (loaded) {
       empty.textContent = total ? 'No cases match these filters.' : 'No cases yet. Create the first one with “New case”.';
       empty.hidden = shown > 0;
@@ -124,7 +176,8 @@ export function createView({ root, config, store, actions }) {
     const items = viewers.slice(0, MAX_AVATARS).map(({ user, clients }) => {
       const you = user.id === ctx.userId;
       const tabs = clients > 1 ? ` (${clients} tabs)` : '';
-      return h('li', { class: `avatar avatar-c${colourSlot(user.id)}${you ? ' avatar-self' : ''}`, title: `${user.name}${you ? ' (you)' : ''}${tabs}`, text: initials(user.name) },
+      return h('li', { class: `avatar avatar-c${colourSlot(user.id)}${you ? ' avatar-self' : ''}`, title: `${user.name}${you ? ' (you)' : ''}${tabs}` },
+        h('span', { 'aria-hidden': 'true', text: initials(user.name) }),
         h('span', { class: 'visually-hidden', text: ` ${user.name}${you ? ' (you)' : ''}` }));
     });
     if (viewers.length > MAX_AVATARS) {
@@ -139,6 +192,57 @@ export function createView({ root, config, store, actions }) {
     panel.renderFields();
   }
 
+  // Columns: the user's choice, or as many as fit the window.
+  let chosenColumns = null;
+  try {
+    const saved = JSON.parse((storage() && storage().getItem(`${COLUMNS_KEY}:${ctx.userId}`)) || 'null');
+    if (Array.isArray(saved)) chosenColumns = new Set(saved.filter((f) => COLUMNS.includes(f)));
+  } catch {
+    chosenColumns = null;
+  }
+
+  function fitColumns() {
+    if (chosenColumns) {
+      table.setHiddenColumns(COLUMNS.filter((f) => !chosenColumns.has(f)));
+    } else {
+      table.setHiddenColumns([]);
+      const widths = COLUMNS.map((field) => ({ field, width: table.headerCell(field).getBoundingClientRect().width }));
+      const shown = new Set(fittingColumns(widths, wrap.clientWidth));
+      table.setHiddenColumns(COLUMNS.filter((f) => !shown.has(f)));
+    }
+    renderColumnsMenu();
+    grid.ensureActive();
+  }
+
+  function renderColumnsMenu() {
+    const shown = new Set(table.columns());
+    const boxes = COLUMNS.slice(1).map((field) => {
+      const id = `column-${field}`;
+      const box = h('input', { type: 'checkbox', id, checked: shown.has(field), dataset: { column: field } });
+      box.addEventListener('change', () => {
+        chosenColumns = new Set(table.columns());
+        if (box.checked) chosenColumns.add(field);
+        else chosenColumns.delete(field);
+        chosenColumns.add(COLUMNS[0]);
+        try { storage()?.setItem(`${COLUMNS_KEY}:${ctx.userId}`, JSON.stringify([...chosenColumns])); } catch { /* private mode */ }
+        fitColumns();
+      });
+      return h('label', { class: 'column-choice', for: id }, box, table.headerCell(field).textContent.trim());
+    });
+    const fit = h('button', { type: 'button', class: 'btn btn-small', id: 'columns-fit', text: 'Fit to window' });
+    fit.addEventListener('click', () => {
+      chosenColumns = null;
+      try { storage()?.removeItem(`${COLUMNS_KEY}:${ctx.userId}`); } catch { /* private mode */ }
+      fitColumns();
+    });
+    columnsMenu.replaceChildren(h('p', { class: 'menu-title', text: 'Columns shown' }), ...boxes, fit);
+  }
+
+  function toggle(button, menu, open = menu.hidden) {
+    menu.hidden = !open;
+    button.setAttribute('aria-expanded', String(open));
+  }
+
   // Store → screen
   let needsSort = false;
   store.subscribe((change) => {
@@ -146,12 +250,12 @@ export function createView({ root, config, store, actions }) {
     if (type === 'created') {
       if (change.snapshot) {
         table.render(caseId);
-        needsSort = true;
+        needsSort = true; // counted once the whole snapshot is in
       } else {
         const row = table.insert(caseId);
         if (change.remote) flash(row.tr, 'row-new');
+        updateCount();
       }
-      updateCount();
     } else if (type === 'case') {
       for (const field of change.fields) table.renderCell(caseId, field, { highlight: change.remote });
       table.refreshVisibility(caseId);
@@ -162,7 +266,9 @@ export function createView({ root, config, store, actions }) {
       if (panel.caseId === caseId) panel.renderFields({ force: change.force });
       if (type === 'edit') table.refreshVisibility(caseId);
     } else if (type === 'deleted') {
+      const refocus = grid.rowLeaving(caseId);
       table.remove(caseId);
+      if (refocus) refocus();
       panel.caseDeleted(caseId, change.remote ? change.by : null);
       if (change.remote && change.discardedEdits) toast(`${change.by ? change.by.name : 'Someone'} deleted a case you were editing; your unsaved changes to it were dropped.`, 'warning');
       updateCount();
@@ -176,80 +282,50 @@ export function createView({ root, config, store, actions }) {
     } else if (type === 'live-state') {
       liveBanner.hidden = store.liveState() !== 'unavailable';
     } else if (type === 'snapshot') {
+      const first = !loaded;
       loaded = true;
       if (needsSort && !table.element.contains(document.activeElement)) {
         table.resort();
         needsSort = false;
       }
       updateCount();
+      if (first) {
+        fitColumns();
+        openLinkedCase();
+      }
+      grid.ensureActive();
     }
   });
 
-  // Screen → actions
-  function locate(control) {
-    if (!control || !control.dataset || !control.dataset.control) return null;
-    return table.locate(control) || panel.locate(control);
+  // The panel's case is in the address bar, so a reload or a link opens it again.
+  function showUrl(id) {
+    const path = id === null ? `/branch/${config.branch_id}` : caseUrl(id);
+    if (location.pathname !== path) history.replaceState(history.state, '', path + location.search);
   }
 
-  async function onFocusIn(event) {
-    const control = event.target;
-    const where = locate(control);
-    if (!where) return;
-    const result = await actions.focusField(where.caseId, where.field);
-    if (result.ok) return;
-    if (document.activeElement === control) control.blur();
-    if (result.message) toast(result.message, 'warning');
-  }
-
-  function onFocusOut(event) {
-    const where = locate(event.target);
-    if (where) actions.blurField(where.caseId, where.field);
-  }
-
-  function onInput(event) {
-    const where = locate(event.target);
-    if (!where || ctx.readOnly()) return;
-    // Debounced fields save from each keystroke, the others once their value is chosen.
-    if ((event.type === 'input') === isDebounced(where.field)) actions.edit(where.caseId, where.field, readControl(event.target, where.field));
-  }
-
-  function moveDown(where, control, step) {
-    let tr = where.tr;
-    do tr = step > 0 ? tr.nextElementSibling : tr.previousElementSibling;
-    while (tr && tr.hidden);
-    control.blur();
-    const next = tr && tr.querySelector(`[data-field="${where.field}"] [data-control]`);
-    if (next && !next.disabled) next.focus();
-  }
-
-  function onKeyDown(event) {
-    const control = event.target;
-    const where = locate(control);
-    if (!where) return;
-    if (event.key === 'Escape') {
-      event.preventDefault();
-      control.blur(); // the blur saves what was typed and releases the lock
-    } else if (event.key === 'Enter' && control.tagName !== 'SELECT') {
-      const newline = control.tagName === 'TEXTAREA' && (where.panel ? !(event.ctrlKey || event.metaKey) : event.shiftKey);
-      if (newline) return;
-      event.preventDefault();
-      if (where.panel) control.blur();
-      else moveDown(where, control, event.shiftKey ? -1 : 1);
+  function openLinkedCase() {
+    const id = Number(config.open_case);
+    if (!id) return;
+    if (!panel.open(id)) {
+      toast('That case is no longer in this branch.', 'warning');
+      showUrl(null);
     }
   }
 
   let searchTimer = null;
   function applyFilters() {
     table.setFilters({ query: search.value, status: statusFilter.value, assignee: assigneeFilter.value });
+    const parts = [statusFilter.value && `status ${statusFilter.selectedOptions[0].text}`,
+      assigneeFilter.value && `assignee ${assigneeFilter.selectedOptions[0].text}`,
+      search.value.trim() && `matching “${search.value.trim()}”`].filter(Boolean);
+    printCaption.textContent = `${config.branch_name || ''} — ${parts.length ? `cases with ${parts.join(', ')}` : 'all cases'}`;
     updateCount();
+    grid.ensureActive();
   }
 
   function bind() {
-    root.addEventListener('focusin', onFocusIn);
-    root.addEventListener('focusout', onFocusOut);
-    root.addEventListener('input', onInput);
-    root.addEventListener('change', onInput);
-    root.addEventListener('keydown', onKeyDown);
+    grid.bind(root);
+    peek.bind(wrap);
     search.addEventListener('input', () => {
       clearTimeout(searchTimer);
       searchTimer = setTimeout(applyFilters, SEARCH_DEBOUNCE_MS);
@@ -258,47 +334,132 @@ export function createView({ root, config, store, actions }) {
     assigneeFilter.addEventListener('change', applyFilters);
     newCase.addEventListener('click', () => openNewCase());
     logout.addEventListener('click', () => actions.logout());
-    switcher.addEventListener('change', () => actions.switchBranch(Number(switcher.value)));
+    passwordItem.addEventListener('click', () => { toggle(userButton, userMenu, false); openPassword(); });
+    helpItem.addEventListener('click', () => { toggle(userButton, userMenu, false); openHelp(); });
+    userButton.addEventListener('click', () => toggle(userButton, userMenu));
+    columnsButton.addEventListener('click', () => toggle(columnsButton, columnsMenu));
+    retry.addEventListener('click', () => connectionInfo.retryNow());
+    switcher.addEventListener('change', () => { if (switcher.value) actions.switchBranch(Number(switcher.value)); });
+    document.addEventListener('click', (event) => {
+      if (!userMenu.hidden && !event.target.closest('.user-menu-wrap')) toggle(userButton, userMenu, false);
+      if (!columnsMenu.hidden && !event.target.closest('.columns-wrap')) toggle(columnsButton, columnsMenu, false);
+    });
+    let resizeTimer = null;
+    window.addEventListener('resize', () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => { if (!chosenColumns) fitColumns(); }, 150);
+    });
     document.addEventListener('keydown', (event) => {
       const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement?.tagName || '');
-      if (event.key === '/' && !typing && !document.querySelector('dialog[open]')) {
+      if (dialogOpen() || event.defaultPrevented) return;
+      if (event.key === 'Escape' && (!userMenu.hidden || !columnsMenu.hidden)) {
+        const button = userMenu.hidden ? columnsButton : userButton;
+        toggle(userButton, userMenu, false);
+        toggle(columnsButton, columnsMenu, false);
+        button.focus();
+      } else if (event.key === '/' && !typing) {
         event.preventDefault();
         search.focus();
-      } else if (event.key === 'Escape' && !typing && panel.caseId !== null && !document.querySelector('dialog[open]')) {
+      } else if (event.key === '?' && !typing) {
+        event.preventDefault();
+        openHelp();
+      } else if (event.key === 'Escape' && !typing && panel.caseId !== null) {
         panel.close();
       }
     });
   }
 
-  function setConnectionState(state) {
-    const [label, help] = CONNECTION_LABELS[state] || [state, ''];
+  // Connection pill: says whether the network or the server is away, and when it tries again.
+  let connectionInfo = { nextAttemptAt: () => null, online: () => true, retryNow: () => {} };
+  let connectionState = 'connecting';
+  let countdown = null;
+  function renderPill() {
+    const state = connectionState;
+    let [label, help] = CONNECTION_LABELS[state] || [state, ''];
+    const at = connectionInfo.nextAttemptAt();
+    const seconds = at === null ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
+    if (state === 'offline' && connectionInfo.online()) {
+      label = seconds ? `Server unreachable — retrying in ${seconds} s` : 'Server unreachable — retrying…';
+      help = 'Your network works but the server does not answer. Your edits are kept and saved when it returns.';
+    } else if (state === 'offline') {
+      label = 'Offline — no network';
+    } else if (state === 'reconnecting' && seconds) {
+      label = `Reconnecting in ${seconds} s…`;
+    }
     pill.dataset.state = state;
     pill.title = help;
     pillLabel.textContent = label;
+    retry.hidden = state === 'connected' || state === 'connecting';
+  }
+
+  function setConnectionState(state) {
+    connectionState = state;
+    clearInterval(countdown);
+    countdown = state === 'connected' ? null : setInterval(renderPill, 1000);
+    renderPill();
   }
 
   function setRole(role) {
     ctx.setRole(role);
     root.dataset.role = role;
     newCase.hidden = role === 'viewer';
+    viewOnly.hidden = role !== 'viewer';
     decorateAll();
+  }
+
+  /** Our lock went away while we may have been typing: keep the text as a draft and say who. */
+  function lockLost(caseId, field, who, reason, { label, caseName }) {
+    grid.lockLost(caseId, field);
+    const held = actions.holdDraft(caseId, field);
+    table.renderCell(caseId, field);
+    if (panel.caseId === caseId) panel.renderFields();
+    const what = `${label} of ${caseName}`;
+    const why = reason === 'forced' ? `${who && who.name ? who.name : 'A manager'} released your lock on ${what}.`
+      : reason === 'expired' ? `Your lock on ${what} expired.`
+        : `${who && who.name ? who.name : 'Someone else'} now holds ${what}.`;
+    if (!held) {
+      toast(why, 'warning');
+      return;
+    }
+    toast(`${why} Your text is kept as a draft.`, 'warning', {
+      key: `draft:${caseId}:${field}`,
+      actions: [
+        { label: 'Save my text', run: () => actions.saveDraft(caseId, field) },
+        { label: 'Discard', run: () => actions.discardDraft(caseId, field) },
+      ],
+    });
   }
 
   return {
     mount() {
       root.classList.add('app');
-      root.replaceChildren(header, toolbar, liveBanner, wrap, panel.element, toasts.element);
+      root.replaceChildren(header, main, panel.element, toasts.element, sheet.element);
       bind();
       setConnectionState('connecting');
       setRole(ctx.role());
+      applyFilters();
     },
     setConnectionState,
+    /** Where the pill learns when the next try is and whether the network is there. */
+    setConnectionInfo(info) {
+      connectionInfo = { ...connectionInfo, ...info };
+      renderPill();
+    },
     setBranches(branches, currentId) {
-      switcher.replaceChildren(...branches.map((b) => h('option', { value: String(b.id), text: b.name, selected: b.id === currentId })));
-      switcher.hidden = branches.length < 2;
+      const others = branches.filter((b) => b.id !== currentId);
+      // The heading names this branch; the switcher lists only the others.
+      switcher.replaceChildren(h('option', { value: '', text: 'Switch branch…', selected: true }),
+        ...others.map((b) => h('option', { value: String(b.id), text: b.name })));
+      switcher.hidden = others.length === 0;
     },
     setRole,
     toast,
+    dismissToast: (key) => toasts.dismissKey(key),
     askConflict,
+    lockLost,
+    renderField(caseId, field) {
+      table.renderCell(caseId, field);
+      if (panel.caseId === caseId) panel.renderFields();
+    },
   };
 }
