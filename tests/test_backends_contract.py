@@ -556,23 +556,25 @@ async def test_an_event_one_node_could_not_publish_reaches_the_others_once_it_ca
     try:
         branch, case = world.branches["downtown"], world.cases["phone"]
         sub = subscriber(branch)
-        await b.subscribe(sub)
-        head = b.head(branch)
-        await relay.cut()
-        await eventually(lambda: not backend_a._subscribed)
-        cases = CaseService(db, publish=a.publish, replay_window=10000)
-        actor = Actor(1, "Alice", None)
-        for product in ("p1", "p2"):
-            await cases.patch(case_id=case, changes={"product": product}, expected={}, actor=actor)
-        assert backend_a.publish_failures == 2
-        await asyncio.sleep(0.3)
-        assert sub.drain() == []
-        await relay.heal()
-        frames = await received(sub, 2, within=15)
-        assert ids_and_kinds(frames) == [
-            (str(head + 1), "case-updated"),
-            (str(head + 2), "case-updated"),
-        ]
+        async with b.subscribe(sub):
+            head = b.head(branch)
+            await relay.cut()
+            await eventually(lambda: not backend_a._subscribed)
+            cases = CaseService(db, publish=a.publish, replay_window=10000)
+            actor = Actor(1, "Alice", None)
+            for product in ("p1", "p2"):
+                await cases.patch(
+                    case_id=case, changes={"product": product}, expected={}, actor=actor
+                )
+            assert backend_a.publish_failures == 2
+            await asyncio.sleep(0.3)
+            assert sub.drain() == []
+            await relay.heal()
+            frames = await received(sub, 2, within=15)
+            assert ids_and_kinds(frames) == [
+                (str(head + 1), "case-updated"),
+                (str(head + 2), "case-updated"),
+            ]
     finally:
         for broker in (a, b):
             await broker.stop()
