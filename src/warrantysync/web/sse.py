@@ -15,9 +15,9 @@ divergences for fan-out at scale (docs/performance.md, "Optimisations"):
    into the connection's transport and watches for the disconnect from its
    own task (``web/fastpath.py``); any other server gets the plain ASGI
    path below: a watcher task and one ``send`` per batch.
-5. Shutdown does not depend on uvicorn's ``should_exit`` monkeypatching
-   (sse-starlette issue #152 and friends): the server's exit handler tells
-   the broker, which closes every stream with a ``goodbye`` frame.
+5. Shutdown does not patch uvicorn's ``should_exit`` to notice the exit:
+   the server's exit handler tells the broker, which closes every stream with
+   a ``goodbye`` frame (docs/protocol.md, "The event stream").
 
 The stream is counted, subscribed and cleaned up by ``async with stream``
 around this response (``web/lane.py``); the response only writes.
