@@ -13,8 +13,8 @@ module, in the order an event meets them:
 * ``registry`` — which streams are open, by branch (``subscribe``);
 * ``heartbeat`` — heartbeats in slices; ``goodbye`` — closing streams on shutdown.
 
-docs/architecture.md, "Alice changes a customer's name", steps 6 and 7,
-follows one edit through them.
+docs/architecture.md, "Alice changes a customer's name; Bob sees it",
+steps 6 and 7, follows one edit through them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Delivery of one event to the streams of one branch, each stream on its own.
 
 The event is already bytes (``Event.frame``, and ``Event.chunk`` for a direct
-socket write; docs/architecture.md, "Alice changes a customer's name", step
-6): per stream the loop is one direct write or one queue append
+socket write; docs/architecture.md, "Alice changes a customer's name; Bob
+sees it", step 6): per stream the loop is one direct write or one queue append
 (``subscriber.py``). A stream whose delivery raises is closed alone — the
 others still get the event, and the publisher, which may be a PATCH that has
 already committed, never sees the exception (docs/protocol.md, "The event

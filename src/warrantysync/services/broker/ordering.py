@@ -3,7 +3,7 @@
 The backend may hand this node an event ahead of one it has not seen yet
 (another node's commit overtook it on the wire, or pub/sub dropped it). The
 outbox is the truth (docs/architecture.md, "Alice changes a customer's
-name", step 6): an event ahead of a missing one waits ``GAP_WAIT``, then the
+name; Bob sees it", step 6): an event ahead of a missing one waits ``GAP_WAIT``, then the
 gap is read from the outbox. When the outbox no longer has it (pruned), the
 branch's streams get ``sync-required`` rather than a hole.
 """
