@@ -128,6 +128,8 @@ class WarrantySync(Target):
         redis_url: str | None = None,
         setup: bool = True,
         suffix: str = "",
+        fast_paths: str | None = None,
+        server: str = "uvicorn",
     ) -> None:
         super().__init__(logs)
         self.name = f"warrantysync{suffix}"
@@ -135,11 +137,24 @@ class WarrantySync(Target):
         self.database_url = database_url or f"sqlite+aiosqlite:///{self.dir / 'bench.db'}"
         self.redis_url = redis_url
         self.heartbeat = heartbeat
+        self.fast_paths = fast_paths  # WARRANTYSYNC_FAST_PATHS; None: the default
+        self.server = server  # "uvicorn" (warrantysync serve) or "granian"
         self.needs_setup = setup
         self.token = ""
         self.branch_id = 1
         self.case_id = 0
         self.path = ""
+
+    @property
+    def pid(self) -> int:
+        """The serving process: for granian its worker, the child of the process we started."""
+        pid = super().pid
+        if self.server != "granian":
+            return pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if len(children) != 1:
+            raise RuntimeError(f"granian {pid} has {len(children)} workers, expected one")
+        return int(children[0])
 
     def env(self) -> dict[str, str]:
         env = {
@@ -159,6 +174,8 @@ class WarrantySync(Target):
         }
         if self.redis_url:
             env["WARRANTYSYNC_REDIS_URL"] = self.redis_url
+        if self.fast_paths is not None:
+            env["WARRANTYSYNC_FAST_PATHS"] = self.fast_paths
         return env
 
     def cli(self, *args: str) -> str:
@@ -186,6 +203,16 @@ class WarrantySync(Target):
         return self.cli("tokens", "create", "--email", EMAIL, "--name", "bench").splitlines()[0]
 
     def command(self) -> list[str]:
+        if self.server == "granian":
+            # The same app under granian (measurement only, bench/transport.py): its
+            # HTTP is Rust; the stream takes the plain ASGI path there.
+            return [
+                *(PYTHON, "-m", "granian", "--interface", "asgi", "--factory"),
+                *("--host", HOST, "--port", str(self.port), "--loop", "uvloop"),
+                *("--backlog", "16384", "--backpressure", "100000", "--no-ws"),
+                *("--log-level", "warning", "--no-access-log"),
+                "warrantysync.app:app_from_env",
+            ]
         return [PYTHON, "-m", "warrantysync", "serve", "--host", HOST, "--port", str(self.port)]
 
     def start(self) -> None:

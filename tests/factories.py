@@ -6,7 +6,10 @@ import asyncio
 from dataclasses import dataclass, field
 
 from warrantysync.services.accounts import hash_password
+from warrantysync.services.broker.subscriber import Subscriber
 from warrantysync.services.cases import Actor, CaseService
+from warrantysync.services.events import CASE_UPDATED, Event
+from warrantysync.storage import outbox
 from warrantysync.storage.db import Database
 from warrantysync.storage.models import Branch, Membership, Role, User
 
@@ -111,3 +114,34 @@ def seeded(url: str) -> World:
             await db.dispose()
 
     return asyncio.run(seed())
+
+
+def subscriber(
+    branch_id: int, client_id: str = "c", *, user_id: int = 1, max_frames: int = 512
+) -> Subscriber:
+    """A stream's mailbox, as the broker sees it, without a connection behind it."""
+    return Subscriber(
+        branch_id=branch_id,
+        user_id=user_id,
+        client_id=client_id,
+        principal_key=("session", user_id),
+        max_frames=max_frames,
+    )
+
+
+def queued_ids(sub: Subscriber) -> list[int]:
+    """The ids of the durable events queued for ``sub`` (and takes everything queued)."""
+    return [event_id for event_id, _frame in sub.drain() if event_id is not None]
+
+
+async def commit_events(db: Database, branch_id: int, count: int) -> list[Event]:
+    """Commit ``count`` outbox events without publishing them."""
+    events = []
+    for n in range(count):
+        async with db.write() as session:
+            data = f'{{"case_id":1,"changes":{{"notes":"{n}"}}}}'
+            event_id = await outbox.append_event(
+                session, branch_id=branch_id, kind=CASE_UPDATED, data=data
+            )
+        events.append(Event(branch_id, CASE_UPDATED, data.encode(), event_id))
+    return events

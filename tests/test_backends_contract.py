@@ -424,22 +424,22 @@ def ids_and_kinds(frames: list[bytes]) -> list[tuple[str | None, str]]:
 async def test_an_edit_on_one_node_reaches_a_stream_on_another(nodes: BrokerNodes) -> None:
     branch, case = nodes.world.branches["downtown"], nodes.world.cases["phone"]
     sub = subscriber(branch)
-    await nodes.b.subscribe(sub)
-    head = nodes.b.head(branch)
-    actor = Actor(1, "Alice", "tab-a")
-    for name in ("One", "Two", "Three"):
-        await nodes.cases(nodes.a).patch(
-            case_id=case, changes={"customer_name": name}, expected={}, actor=actor
-        )
-    await nodes.a.publish_ephemeral(branch, "presence", {"viewers": []})
-    frames = await received(sub, 4)
-    assert ids_and_kinds(frames) == [
-        (str(head + 1), "case-updated"),
-        (str(head + 2), "case-updated"),
-        (str(head + 3), "case-updated"),
-        (None, "presence"),
-    ]
-    assert b'"customer_name":"Three"' in frames[2]
+    async with nodes.b.subscribe(sub):
+        head = nodes.b.head(branch)
+        actor = Actor(1, "Alice", "tab-a")
+        for name in ("One", "Two", "Three"):
+            await nodes.cases(nodes.a).patch(
+                case_id=case, changes={"customer_name": name}, expected={}, actor=actor
+            )
+        await nodes.a.publish_ephemeral(branch, "presence", {"viewers": []})
+        frames = await received(sub, 4)
+        assert ids_and_kinds(frames) == [
+            (str(head + 1), "case-updated"),
+            (str(head + 2), "case-updated"),
+            (str(head + 3), "case-updated"),
+            (None, "presence"),
+        ]
+        assert b'"customer_name":"Three"' in frames[2]
 
 
 async def test_an_owner_copy_reaches_only_its_users_streams_on_every_node(
@@ -447,35 +447,34 @@ async def test_an_owner_copy_reaches_only_its_users_streams_on_every_node(
 ) -> None:
     branch = nodes.world.branches["downtown"]
     alice, bob = subscriber(branch, user_id=1), subscriber(branch, user_id=2)
-    for sub in (alice, bob):
-        await nodes.b.subscribe(sub)
-    public = {"lock": {"field": "notes", "client_id": None}}
-    own = {"lock": {"field": "notes", "client_id": "tab-a"}}
-    await nodes.a.publish_ephemeral(branch, "lock-acquired", public, owner=(1, own))
-    [mine] = await received(alice, 1)
-    [theirs] = await received(bob, 1)
-    assert b'"client_id":"tab-a"' in mine and mine.startswith(b"event: lock-acquired\n")
-    assert b'"client_id":null' in theirs and b"tab-a" not in theirs
+    async with nodes.b.subscribe(alice), nodes.b.subscribe(bob):
+        public = {"lock": {"field": "notes", "client_id": None}}
+        own = {"lock": {"field": "notes", "client_id": "tab-a"}}
+        await nodes.a.publish_ephemeral(branch, "lock-acquired", public, owner=(1, own))
+        [mine] = await received(alice, 1)
+        [theirs] = await received(bob, 1)
+        assert b'"client_id":"tab-a"' in mine and mine.startswith(b"event: lock-acquired\n")
+        assert b'"client_id":null' in theirs and b"tab-a" not in theirs
 
 
 async def test_a_lost_event_is_read_back_from_the_outbox(nodes: BrokerNodes) -> None:
     """An event committed but never fanned out leaves a gap the next one exposes."""
     branch, case = nodes.world.branches["downtown"], nodes.world.cases["phone"]
     sub = subscriber(branch)
-    await nodes.b.subscribe(sub)
-    head = nodes.b.head(branch)
-    lost = CaseService(nodes.db, publish=_drop, replay_window=10000)
-    actor = Actor(1, "Alice", None)
-    await lost.patch(case_id=case, changes={"product": "lost"}, expected={}, actor=actor)
-    await nodes.cases(nodes.a).patch(
-        case_id=case, changes={"product": "seen"}, expected={}, actor=actor
-    )
-    frames = await received(sub, 2)
-    assert ids_and_kinds(frames) == [
-        (str(head + 1), "case-updated"),
-        (str(head + 2), "case-updated"),
-    ]
-    assert b'"lost"' in frames[0]
+    async with nodes.b.subscribe(sub):
+        head = nodes.b.head(branch)
+        lost = CaseService(nodes.db, publish=_drop, replay_window=10000)
+        actor = Actor(1, "Alice", None)
+        await lost.patch(case_id=case, changes={"product": "lost"}, expected={}, actor=actor)
+        await nodes.cases(nodes.a).patch(
+            case_id=case, changes={"product": "seen"}, expected={}, actor=actor
+        )
+        frames = await received(sub, 2)
+        assert ids_and_kinds(frames) == [
+            (str(head + 1), "case-updated"),
+            (str(head + 2), "case-updated"),
+        ]
+        assert b'"lost"' in frames[0]
 
 
 async def _drop(_event: Event) -> None:
@@ -496,40 +495,41 @@ async def test_after_redis_lost_everything_missed_events_and_state_arrive(
         "locks": locks_seen_by(state["locks"], user_id),
     }
     sub, other = subscriber(branch), subscriber(branch, user_id=2)
-    await nodes.b.subscribe(sub)
-    await nodes.b.subscribe(other)
-    head = nodes.b.head(branch)
-    actor = Actor(1, "Alice", None)
-    # Committed, but their messages die with Redis: pub/sub never carries them.
-    missed = CaseService(nodes.db, publish=_drop, replay_window=10000)
-    for product in ("p1", "p2"):
-        await missed.patch(case_id=case, changes={"product": product}, expected={}, actor=actor)
-    await asyncio.sleep(0.3)
-    assert sub.drain() == []
-    await asyncio.to_thread(nodes.redis.restart, wipe_data=True)
-    frames = await received(sub, 4, within=10)
-    # Losing the subscription, B tells its streams live state is unknown; on
-    # re-subscribing it reads the missed events from the outbox, in order, each
-    # once, and sends a `state` with the locks as they are now.
-    kinds = ids_and_kinds(frames)
-    durable = [k for k in kinds if k[0] is not None]
-    assert durable == [(str(head + 1), "case-updated"), (str(head + 2), "case-updated")]
-    states = [f for f in frames if f.startswith(b"event: state")]
-    assert len(states) == 2
-    assert b'"live_state":"unavailable"' in states[0]
-    assert b'"field":"notes"' in states[1] and b'"client_id":"tab-a"' in states[1]
-    # Each user's streams get the state as that user may see it.
-    got: list[bytes] = []
-    while sum(f.startswith(b"event: state") for f in got) < 2:
-        got += await received(other, 1, within=10)
-    theirs = [f for f in got if f.startswith(b"event: state")]
-    assert b'"field":"notes"' in theirs[-1] and b'"client_id":null' in theirs[-1]
-    # The fast path works again without anyone stepping in.
-    await nodes.cases(nodes.a).patch(
-        case_id=case, changes={"product": "p3"}, expected={}, actor=actor
-    )
-    more = await received(sub, 1)
-    assert [k for k in ids_and_kinds(more) if k[0] is not None] == [(str(head + 3), "case-updated")]
+    async with nodes.b.subscribe(sub), nodes.b.subscribe(other):
+        head = nodes.b.head(branch)
+        actor = Actor(1, "Alice", None)
+        # Committed, but their messages die with Redis: pub/sub never carries them.
+        missed = CaseService(nodes.db, publish=_drop, replay_window=10000)
+        for product in ("p1", "p2"):
+            await missed.patch(case_id=case, changes={"product": product}, expected={}, actor=actor)
+        await asyncio.sleep(0.3)
+        assert sub.drain() == []
+        await asyncio.to_thread(nodes.redis.restart, wipe_data=True)
+        frames = await received(sub, 4, within=10)
+        # Losing the subscription, B tells its streams live state is unknown; on
+        # re-subscribing it reads the missed events from the outbox, in order, each
+        # once, and sends a `state` with the locks as they are now.
+        kinds = ids_and_kinds(frames)
+        durable = [k for k in kinds if k[0] is not None]
+        assert durable == [(str(head + 1), "case-updated"), (str(head + 2), "case-updated")]
+        states = [f for f in frames if f.startswith(b"event: state")]
+        assert len(states) == 2
+        assert b'"live_state":"unavailable"' in states[0]
+        assert b'"field":"notes"' in states[1] and b'"client_id":"tab-a"' in states[1]
+        # Each user's streams get the state as that user may see it.
+        got: list[bytes] = []
+        while sum(f.startswith(b"event: state") for f in got) < 2:
+            got += await received(other, 1, within=10)
+        theirs = [f for f in got if f.startswith(b"event: state")]
+        assert b'"field":"notes"' in theirs[-1] and b'"client_id":null' in theirs[-1]
+        # The fast path works again without anyone stepping in.
+        await nodes.cases(nodes.a).patch(
+            case_id=case, changes={"product": "p3"}, expected={}, actor=actor
+        )
+        more = await received(sub, 1)
+        assert [k for k in ids_and_kinds(more) if k[0] is not None] == [
+            (str(head + 3), "case-updated")
+        ]
 
 
 @pytest.mark.redis
@@ -556,23 +556,25 @@ async def test_an_event_one_node_could_not_publish_reaches_the_others_once_it_ca
     try:
         branch, case = world.branches["downtown"], world.cases["phone"]
         sub = subscriber(branch)
-        await b.subscribe(sub)
-        head = b.head(branch)
-        await relay.cut()
-        await eventually(lambda: not backend_a._subscribed)
-        cases = CaseService(db, publish=a.publish, replay_window=10000)
-        actor = Actor(1, "Alice", None)
-        for product in ("p1", "p2"):
-            await cases.patch(case_id=case, changes={"product": product}, expected={}, actor=actor)
-        assert backend_a.publish_failures == 2
-        await asyncio.sleep(0.3)
-        assert sub.drain() == []
-        await relay.heal()
-        frames = await received(sub, 2, within=15)
-        assert ids_and_kinds(frames) == [
-            (str(head + 1), "case-updated"),
-            (str(head + 2), "case-updated"),
-        ]
+        async with b.subscribe(sub):
+            head = b.head(branch)
+            await relay.cut()
+            await eventually(lambda: not backend_a._subscribed)
+            cases = CaseService(db, publish=a.publish, replay_window=10000)
+            actor = Actor(1, "Alice", None)
+            for product in ("p1", "p2"):
+                await cases.patch(
+                    case_id=case, changes={"product": product}, expected={}, actor=actor
+                )
+            assert backend_a.publish_failures == 2
+            await asyncio.sleep(0.3)
+            assert sub.drain() == []
+            await relay.heal()
+            frames = await received(sub, 2, within=15)
+            assert ids_and_kinds(frames) == [
+                (str(head + 1), "case-updated"),
+                (str(head + 2), "case-updated"),
+            ]
     finally:
         for broker in (a, b):
             await broker.stop()
@@ -596,19 +598,19 @@ async def test_publish_while_redis_is_down_delivers_locally_and_never_raises(
     try:
         branch, case = world.branches["downtown"], world.cases["phone"]
         sub = subscriber(branch)
-        await broker.subscribe(sub)
-        await asyncio.to_thread(server.stop)
-        await eventually(lambda: not backend._subscribed)
-        assert not await backend.healthy()
-        told = ids_and_kinds(await received(sub, 1))
-        assert told == [(None, "state")]  # live state unavailable, see test_redis_down.py
-        cases = CaseService(db, publish=broker.publish, replay_window=10000)
-        body = await cases.patch(
-            case_id=case, changes={"product": "offline"}, expected={}, actor=Actor(1, "A")
-        )
-        assert body["product"] == "offline"
-        assert backend.publish_failures == 1
-        assert ids_and_kinds(await received(sub, 1))[0][1] == "case-updated"
+        async with broker.subscribe(sub):
+            await asyncio.to_thread(server.stop)
+            await eventually(lambda: not backend._subscribed)
+            assert not await backend.healthy()
+            told = ids_and_kinds(await received(sub, 1))
+            assert told == [(None, "state")]  # live state unavailable, see test_redis_down.py
+            cases = CaseService(db, publish=broker.publish, replay_window=10000)
+            body = await cases.patch(
+                case_id=case, changes={"product": "offline"}, expected={}, actor=Actor(1, "A")
+            )
+            assert body["product"] == "offline"
+            assert backend.publish_failures == 1
+            assert ids_and_kinds(await received(sub, 1))[0][1] == "case-updated"
     finally:
         await broker.stop()
         server.stop()

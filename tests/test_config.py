@@ -54,6 +54,17 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(f"WARRANTYSYNC_{name}")
 
 
+def test_fast_paths_are_a_list_or_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARRANTYSYNC_SECRET_KEY", "k")
+    assert Settings().fast_paths == ["direct", "one_trip"]
+    for value, parsed in [("off", []), ("", []), ("one_trip", ["one_trip"])]:
+        monkeypatch.setenv("WARRANTYSYNC_FAST_PATHS", value)
+        assert Settings().fast_paths == parsed
+    monkeypatch.setenv("WARRANTYSYNC_FAST_PATHS", "direct,turbo")
+    with pytest.raises(ValidationError, match="turbo"):
+        Settings()
+
+
 def test_development_secret_is_generated_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -1,7 +1,7 @@
 """The stream lane (web/lane.py): the event stream skips FastAPI's stack but
 keeps everything the stack gave it — error answers, edge headers, the sliding
 session cookie, the per-IP limit — and the stream's entry in the OpenAPI
-document. The stream's events themselves are tested in test_stream_live.py.
+document. The stream's events themselves are tested in test_streams.py.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from .services.locks import LockManager, locks_seen_by, make_lock_backend
 from .services.metrics import TASKS_SAMPLE_EVERY, Metrics
 from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
+from .services.streams import StreamConfig
 from .services.trash import Trash
 from .storage.db import Database
 from .web import errors as web_errors
@@ -41,7 +42,12 @@ SWEEP_EVERY = 3600.0
 
 
 async def build_services(settings: Settings) -> Services:
-    db = Database(settings.database_url, timeout=settings.database_timeout, check_durability=True)
+    db = Database(
+        settings.database_url,
+        timeout=settings.database_timeout,
+        check_durability=True,
+        one_trip="one_trip" in settings.fast_paths,
+    )
     metrics = Metrics()
     broker = Broker(
         make_broker_backend(settings.redis_url),
@@ -97,6 +103,12 @@ async def build_services(settings: Settings) -> Services:
         broker=broker,
         locks=lock_manager,
         presence=presence,
+        stream_config=StreamConfig(
+            heartbeat_ms=int(settings.heartbeat_interval * 1000),
+            lock_ttl_ms=int(settings.lock_ttl * 1000),
+            max_frames=settings.stream_buffer,
+            max_streams=settings.max_streams_per_user,
+        ),
         limits=RateLimits(
             storage_url=settings.redis_url,
             writes=settings.rate_limit_writes,
@@ -112,6 +124,25 @@ async def build_services(settings: Settings) -> Services:
             metrics=metrics,
         ),
     )
+
+
+def announce_fast_paths(services: Services) -> None:
+    """Say which transport paths run (docs/performance.md, "Transport fast paths").
+
+    The stream's path is known for sure only once a stream is served: the
+    response logs and counts it then (``web/sse.py``).
+    """
+    db, settings = services.db, services.settings
+    services.metrics.set_transport(sqlite=db.sqlite_path)
+    if db.sqlite_path == "one_trip":
+        log.info("SQLite: one driver trip per statement (storage/sqlite.py)")
+    elif db.sqlite_path == "stock":
+        reason = "turned off" if "one_trip" not in settings.fast_paths else "unsupported here"
+        log.info("SQLite: the stock aiosqlite adapter (one-trip cursor %s)", reason)
+    if "direct" in settings.fast_paths:
+        log.info("event streams: direct writes where uvicorn's httptools protocol serves them")
+    else:
+        log.info("event streams: plain ASGI sends (direct writes turned off)")
 
 
 async def _every(period: float, work: Callable[[], Awaitable[object]], name: str) -> None:
@@ -147,7 +178,7 @@ async def revalidate_streams(services: Services) -> None:
         return
     for sub in subscribers:
         if (sub.principal_key, sub.user_id, sub.branch_id) not in allowed:
-            sub.close("revoked")
+            services.broker.close(sub, "revoked")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -157,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await build_services(settings)
         app.state.services = services
+        announce_fast_paths(services)
         unwatch_gc = services.metrics.watch_gc()
         await services.broker.start()
         stop = asyncio.Event()

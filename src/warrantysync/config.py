@@ -27,6 +27,13 @@ def _dev_secret(path: Path = SECRET_FILE) -> str:
         return key
 
 
+FastPath = Literal["direct", "one_trip"]
+
+
+def _all_fast_paths() -> list[FastPath]:
+    return ["direct", "one_trip"]
+
+
 def _split(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -72,6 +79,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # When set, GET /metrics wants "Authorization: Bearer <it>" (routes/health.py).
     metrics_token: SecretStr | None = None
+    # Shortcuts through library internals that measured worth it; each also falls
+    # back by itself when the installed library lacks what it needs
+    # (docs/performance.md, "Transport fast paths"). "off": none.
+    fast_paths: Annotated[list[FastPath], NoDecode] = Field(default_factory=_all_fast_paths)
     # Connection limits (warrantysync/httpguard.py).
     max_header_bytes: int = Field(32 * 1024, ge=1024)
     header_timeout: float = Field(10, gt=0)
@@ -82,6 +93,11 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("fast_paths", mode="before")
+    @classmethod
+    def _fast_paths(cls, value: object) -> object:
+        return [] if isinstance(value, str) and value.strip() in ("", "off") else _split(value)
 
     @field_validator("reconnect_delays_ms", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from .services.locks import LockManager
 from .services.metrics import Metrics
 from .services.presence import Presence
 from .services.ratelimit import RateLimits
+from .services.streams import StreamConfig
 from .services.trash import Trash
 from .storage.db import Database
 
@@ -28,3 +29,4 @@ class Services:
     presence: Presence
     limits: RateLimits
     trash: Trash
+    stream_config: StreamConfig  # what every event stream of the app is opened with

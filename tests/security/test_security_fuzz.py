@@ -80,7 +80,7 @@ def _operations() -> list[tuple[str, str]]:
         (method.upper(), path)
         for path, operations in app.openapi()["paths"].items()
         # The event stream never ends, so it is no request/response to fuzz; its
-        # parameters are covered by test_stream_live.py and the matrix.
+        # parameters are covered by test_streams.py and the matrix.
         if not path.endswith("/events")
         for method in operations
     ]

@@ -5,7 +5,7 @@ framing); the broker calls it once per event and writes the same bytes to
 every subscriber. Data is always single-line JSON (orjson never emits a
 newline), so one ``data:`` line is enough. ``Event.chunk`` is the same frame
 already wrapped as one HTTP/1.1 chunk, so a stream written straight to its
-socket (``web/sse.py``) costs no per-connection encoding either.
+socket (``web/fastpath.py``) costs no per-connection encoding either.
 """
 
 from __future__ import annotations

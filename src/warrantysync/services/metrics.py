@@ -115,6 +115,40 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        # Every decision on a resuming stream (services/broker/replay.py), as
+        # Baserow's replay counts its outcomes; the metric above stays as it was.
+        self.resumes = Counter(
+            "warrantysync_resumes",
+            "Stream openings by how their catch-up was decided (fresh, current, memory,"
+            " database, sync_required, overloaded, deadline_exceeded, unavailable, cancelled)",
+            ["outcome"],
+            registry=r,
+        )
+        self.replays_waiting = Gauge(
+            "warrantysync_replays_waiting",
+            "Stream catch-ups waiting for a database read slot",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.deliveries = Counter(
+            "warrantysync_deliveries",
+            "Events handed to streams (heartbeats not counted), by path: written straight"
+            " to the socket (direct) or queued for the stream's own task (queued)",
+            ["path"],
+            registry=r,
+        )
+        # Which fast paths run (docs/performance.md, "Transport fast paths"): the
+        # series with value 1 is the current one.
+        self.transport = Gauge(
+            "warrantysync_transport_info",
+            "The transport paths in use: stream (direct|asgi|none before the first"
+            " stream), sqlite (one_trip|stock|none)",
+            ["stream", "sqlite"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self._transport = ("none", "none")
+        self.transport.labels(stream="none", sqlite="none").set(1)
         self.rate_limited = Counter(
             "warrantysync_rate_limited",
             "Requests refused by a rate limit, by scope",
@@ -143,6 +177,17 @@ class Metrics:
             buckets=_GC_BUCKETS,
             registry=r,
         )
+
+    def set_transport(self, *, stream: str | None = None, sqlite: str | None = None) -> bool:
+        """Mark the paths now in use in ``warrantysync_transport_info``; True if that changed."""
+        old = self._transport
+        new = (stream or old[0], sqlite or old[1])
+        if new == old:
+            return False
+        self.transport.labels(stream=old[0], sqlite=old[1]).set(0)
+        self.transport.labels(stream=new[0], sqlite=new[1]).set(1)
+        self._transport = new
+        return True
 
     def watch_gc(self) -> Callable[[], None]:
         """Time every collection into ``gc_pause``; returns the undo."""

@@ -1,10 +1,16 @@
-"""One SSE stream's life, as DESIGN §4 orders it.
+"""One SSE stream's life, in the order docs/protocol.md ("The event stream") gives it.
 
-``retry`` → subscribe (live events buffer in the subscriber) → replay from the
-resume id (ring or outbox) → ``ready`` carrying the id the client is caught
-up to → buffered events not already replayed → live events. Because the
-subscriber is registered before the replay reads, nothing committed during
-the replay can slip between the two; duplicates are dropped by id.
+``async with stream:`` counts the stream present (refused at the user's cap)
+and subscribes it; leaving the block, however it ends — the client went
+away, the request was cancelled, the replay failed, the server shuts down —
+unsubscribes and uncounts it. Inside, the response writes ``frames()``:
+
+``retry`` → (subscribed: live events buffer in the subscriber) → the replay
+from the resume id (ring or outbox) → ``ready`` carrying the id the client
+is caught up to → buffered events not already replayed → live events.
+Because the subscriber is registered before the replay reads, nothing
+committed during the replay can slip between the two; duplicates are
+dropped by id.
 """
 
 from __future__ import annotations
@@ -12,12 +18,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
-from ..errors import Unavailable
-from ..ids import parse_id
+from ..errors import TooManyStreams, Unavailable
 from ..jsonutil import dumps
-from ..storage import outbox
 from .accounts import Principal
 from .broker import Broker, Overloaded, goodbye_frame
 from .broker.subscriber import Subscriber
@@ -32,13 +37,30 @@ OVERLOAD_RETRY_MS = (2000, 10000)
 
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
+    """The same for every stream of the app (``Services.stream_config``)."""
+
     heartbeat_ms: int
     lock_ttl_ms: int
-    replay_window: int
     max_frames: int = 512
+    max_streams: int | None = None  # per user, counted by presence; None: no cap
 
 
 class Stream:
+    """Holds only what the stream still needs while it is open: thousands stay open
+    for hours (docs/performance.md), so not the caller's ``Principal`` either."""
+
+    __slots__ = (
+        "_attendance",
+        "_caught_up",
+        "_subscription",
+        "broker",
+        "config",
+        "locks",
+        "presence",
+        "resume",
+        "subscriber",
+    )
+
     def __init__(
         self,
         *,
@@ -55,9 +77,6 @@ class Stream:
         self.locks = locks
         self.presence = presence
         self.config = config
-        self.principal = principal
-        self.branch_id = branch_id
-        self.client_id = client_id
         self.resume = resume
         key = (
             ("session", principal.session_id)
@@ -70,39 +89,42 @@ class Stream:
             client_id=client_id,
             principal_key=key,
             max_frames=config.max_frames,
-            on_slow=self._count_slow,
+            on_slow=broker.count_slow,
         )
-        self._opened = False
+        self._attendance = presence.attend(
+            branch_id=branch_id,
+            user_id=principal.user_id,
+            name=principal.name,
+            client_id=client_id,
+            max_streams=config.max_streams,
+        )
+        self._subscription = broker.subscribe(self.subscriber)
         self._caught_up = 0
 
-    def _count_slow(self, dropped: int) -> None:
-        self.broker.metrics.slow_subscriber_disconnects.inc()
-        self.broker.metrics.events_dropped.inc(dropped)
-
-    async def open(self, *, max_streams: int | None = None) -> None:
-        """Count the stream (refused at the user's cap), then subscribe."""
-        await self.presence.join(
-            branch_id=self.branch_id,
-            user_id=self.principal.user_id,
-            name=self.principal.name,
-            client_id=self.client_id,
-            max_streams=max_streams,
-        )
-        self._opened = True
+    async def __aenter__(self) -> Stream:
+        """Count the stream (``TooManyStreams`` at the user's cap), then subscribe it."""
         try:
-            await self.broker.subscribe(self.subscriber)
-        except BaseException:
-            await self.close()
+            await self._attendance.__aenter__()
+        except TooManyStreams:
+            self.broker.metrics.rate_limited.labels(scope="streams").inc()
             raise
+        try:
+            await self._subscription.__aenter__()
+        except BaseException:
+            await self._attendance.__aexit__(None, None, None)
+            raise
+        return self
 
-    async def close(self) -> None:
-        if not self._opened:
-            return
-        self._opened = False
-        self.broker.unsubscribe(self.subscriber)
-        await self.presence.leave(
-            branch_id=self.branch_id, user_id=self.principal.user_id, client_id=self.client_id
-        )
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self._subscription.__aexit__(exc_type, exc, traceback)
+        finally:
+            await self._attendance.__aexit__(exc_type, exc, traceback)
 
     async def frames(self) -> AsyncGenerator[bytes, None]:
         """Everything to write, in order; batches what arrived together."""
@@ -122,11 +144,17 @@ class Stream:
     async def opening(self) -> tuple[bytes, bool]:
         """``retry``, the replay and ``ready`` in one write; False: the stream ends there."""
         retry = retry_frame(RETRY_MS)
+        resume, self.resume = self.resume, None  # needed once
         try:
-            self._caught_up, head_frames = await self._catch_up()
+            caught = await self.broker.catch_up(self.subscriber.branch_id, resume)
         except (Overloaded, Unavailable):
             return retry + goodbye_frame("overloaded", OVERLOAD_RETRY_MS), False
-        return retry + b"".join(head_frames) + await self._ready(self._caught_up), True
+        self._caught_up = caught.caught_up
+        if caught.sync_required is not None:
+            replayed = encode(SYNC_REQUIRED, dumps({"reason": caught.sync_required}))
+        else:
+            replayed = b"".join(event.frame for event in caught.events)
+        return retry + replayed + await self._ready(caught.caught_up), True
 
     def take(self) -> tuple[bytes, bool]:
         """What the subscriber queued (minus what the replay already sent); True: ended."""
@@ -140,41 +168,13 @@ class Stream:
             sub.final_frame = None
         return b"".join(batch), sub.closed
 
-    async def _catch_up(self) -> tuple[int, list[bytes]]:
-        """Replay after the resume id; returns (caught-up id, frames to send)."""
-        head = self.broker.head(self.branch_id)
-        if self.resume is None:
-            return head, []
-        resume = parse_id(self.resume)
-        if resume is not None and resume > head:
-            head = await self._db_head()
-        if resume is None or resume > head or head - resume > self.config.replay_window:
-            return head, [_sync_required("resume id unknown or too old")]
-        events = await self.broker.replay_after(self.branch_id, resume)
-        expected_first = resume + 1
-        if events and events[0].event_id != expected_first:
-            return self.broker.head(self.branch_id), [_sync_required("events no longer retained")]
-        if not events and resume < head:
-            oldest = await self.broker.oldest_retained(self.branch_id)
-            if oldest is None or oldest > expected_first:
-                return head, [_sync_required("events no longer retained")]
-        caught_up = events[-1].event_id if events else resume
-        assert caught_up is not None
-        return caught_up, [event.frame for event in events]
-
-    async def _db_head(self) -> int:
-        async with self.broker.db.read() as session:
-            return await outbox.head(session, branch_id=self.branch_id)
-
     async def _ready(self, caught_up: int) -> bytes:
+        sub = self.subscriber
         state = await live_state(
-            locks=self.locks,
-            presence=self.presence,
-            branch_id=self.branch_id,
-            seen_by=self.principal.user_id,
+            locks=self.locks, presence=self.presence, branch_id=sub.branch_id, seen_by=sub.user_id
         )
         payload: dict[str, Any] = {
-            "client_id": self.client_id,
+            "client_id": sub.client_id,
             "last_event_id": str(caught_up),
             **state,
             "heartbeat_ms": self.config.heartbeat_ms,
@@ -182,7 +182,3 @@ class Stream:
             "server_time": time.time(),
         }
         return encode(READY, dumps(payload), caught_up)
-
-
-def _sync_required(reason: str) -> bytes:
-    return encode(SYNC_REQUIRED, dumps({"reason": reason}))

@@ -60,10 +60,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(url: str, *, one_trip: bool = True, **kwargs: Any) -> AsyncEngine:
+    """``one_trip``: SQLite through ``storage/sqlite.py``'s one-trip cursor, where it works."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, **{**sqlite.engine_options(url), **kwargs})
+        options = sqlite.engine_options(url) if one_trip else {}
+        engine = create_async_engine(url, **{**options, **kwargs})
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -87,6 +89,7 @@ class Database:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         check_durability: bool = False,
+        one_trip: bool = True,
         **engine_kwargs: Any,
     ) -> None:
         self.url = url
@@ -94,8 +97,10 @@ class Database:
         # leaves queries hanging with the socket still open; without a deadline
         # every request would hang with it instead of answering 503.
         self.timeout = timeout
-        self.engine = create_engine(url, **engine_kwargs)
+        self.engine = create_engine(url, one_trip=one_trip, **engine_kwargs)
         self.dialect = self.engine.dialect.name
+        # Which SQLite path runs (docs/performance.md, "Transport fast paths").
+        self.sqlite_path = sqlite.path_of(self.engine)
         self._read = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write = async_sessionmaker(
             self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
@@ -212,7 +217,7 @@ class _InTransaction(Database):
 
     def __init__(self, outer: Database, session: AsyncSession) -> None:  # no engine of its own
         self.url, self.timeout, self.engine = outer.url, outer.timeout, outer.engine
-        self.dialect = outer.dialect
+        self.dialect, self.sqlite_path = outer.dialect, outer.sqlite_path
         self._session = session
 
     @asynccontextmanager

@@ -8,11 +8,17 @@ dozen statements spent more time crossing threads than in SQLite. The cursor
 below does all four in one call on that thread, through the same aiosqlite
 connection and SQLAlchemy dialect (``sqlite+aiosqlite`` URLs unchanged);
 everything else — pooling, transactions, error mapping — is the dialect's.
+Why it stays, measured against the stock adapter: docs/performance.md,
+"Transport fast paths".
 
-It uses two non-public hooks, both checked when the engine is made:
-aiosqlite's ``Connection._execute`` (run a callable on the connection's
-thread) and SQLAlchemy's ``_cursor_cls`` on the adapted connection. If either
-is missing, the engine keeps the stock adapter.
+It uses non-public names of both libraries, which pyproject.toml pins below
+their next minor releases: aiosqlite's ``Connection._execute`` (run a
+callable on the connection's thread) and ``Connection._conn``, and
+SQLAlchemy's ``_cursor_cls`` on the adapted connection, whose cursor
+(``AsyncAdapt_aiosqlite_cursor``) this one subclasses. All are checked when
+the engine is made (``supported``); if one is missing the engine keeps the
+stock adapter, and ``path_of`` — in the startup log and
+``warrantysync_transport_info{sqlite}`` — says so.
 """
 
 from __future__ import annotations
@@ -29,10 +35,15 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_dbapi,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
 Outcome = tuple[Any, list[Any] | None, int, int | None]
+
+ONE_TRIP = "one_trip"
+STOCK = "stock"
+NOT_SQLITE = "none"
 
 
 def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
@@ -146,3 +157,11 @@ def engine_options(url: str) -> dict[str, Any]:
     if make_url(url).get_driver_name() != "aiosqlite" or not supported():
         return {}
     return {"module": OneTripDbapi(aiosqlite, sqlite3)}
+
+
+def path_of(engine: AsyncEngine) -> str:
+    """``one_trip``, ``stock`` (SQLite through the stock adapter) or ``none`` (not SQLite)."""
+    dialect = engine.dialect
+    if dialect.name != "sqlite":
+        return NOT_SQLITE
+    return ONE_TRIP if isinstance(dialect.loaded_dbapi, OneTripDbapi) else STOCK

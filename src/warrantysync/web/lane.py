@@ -75,19 +75,26 @@ async def _serve(
     if refusal is not None:
         await refusal(scope, receive, with_edge_headers(scope, send, ttl))
         return
+    entered = False
     try:
         # The Request (and its parsed headers and cookies) is dropped once
         # the stream is open: only the response stays alive.
         response = await events.open_stream(Request(scope, receive), raw_branch_id)
-    except WarrantySyncError as exc:
-        await error_response(exc)(scope, receive, with_edge_headers(scope, send, ttl))
-        return
-    except Exception as exc:  # what the app's last-resort handler answers elsewhere
+        response.raw_headers = edge_headers(scope, response.raw_headers, session_ttl=ttl)
+        # Counted (or refused at the user's cap) and subscribed on entry;
+        # unsubscribed and uncounted however the response ends.
+        async with response.stream:
+            entered = True
+            await response(scope, receive, send)
+    except Exception as exc:
+        if entered:
+            raise  # the response has started: nothing left to answer with
+        if isinstance(exc, WarrantySyncError):
+            await error_response(exc)(scope, receive, with_edge_headers(scope, send, ttl))
+            return
+        # What the app's last-resort handler answers elsewhere.
         log.exception("unhandled error", exc_info=exc)
         await json_response(500, INTERNAL)(scope, receive, with_edge_headers(scope, send, ttl))
-        return
-    response.raw_headers = edge_headers(scope, response.raw_headers, session_ttl=ttl)
-    await response(scope, receive, send)
 
 
 def _branch_segment(scope: Scope) -> str | None:

@@ -2,45 +2,41 @@
 
 Modelled on sse-starlette's ``EventSourceResponse`` (a writer plus a
 disconnect watcher; whichever ends first ends the other), with deliberate
-divergences for fan-out at scale (issue 7, ``docs/performance.md``):
+divergences for fan-out at scale (docs/performance.md, "Optimisations"):
 
-* no ping task per stream — heartbeats are real ``heartbeat`` events pushed
-  by one process-wide timer, because SSE comments never reach EventSource
-  listeners and the client's watchdog must see them;
-* frames arrive already encoded (once per event, shared by all streams);
-* each queued write has a send timeout: a client whose socket stops draining
-  is cut off instead of pinning memory (uvicorn's ``send`` waits on flow
-  control);
-* **direct writes under uvicorn's httptools protocol.** Once ``ready`` is
-  out, an idle stream hands its subscriber a writer that puts each event's
-  pre-chunked bytes straight onto the connection's transport, so a delivery
-  is one socket write: no task wake-up, no ASGI ``send`` through the
-  middleware chain, no timer. It only writes while uvicorn's flow control
-  says the socket takes data and nothing is queued; otherwise frames queue
-  and this request's own task sends them through ASGI ``send`` with the
-  timeout, as below. Body bytes skip the middlewares, which only touch the
-  response start (no compression on this route, DESIGN §4). The same task
-  watches for the disconnect by awaiting ``receive()`` itself, so there is no
-  watcher task either; the subscriber wakes it by setting the cycle's
-  message event. Any other server (h11, the test harnesses) gets the plain
-  ASGI path: a watcher task and one ``send`` per batch;
-* shutdown does not depend on uvicorn's ``should_exit`` monkeypatching
-  (sse-starlette issue #152 and friends): the server's exit handler tells the
-  broker, which closes every stream with a ``goodbye`` frame.
+1. No ping task per stream: heartbeats are real ``heartbeat`` events pushed
+   by one process-wide timer, because SSE comments never reach EventSource
+   listeners and the client's watchdog must see them.
+2. Frames arrive already encoded, once per event and shared by all streams.
+3. Each write has a send timeout: a client whose socket stops draining is
+   cut off instead of pinning memory (uvicorn's ``send`` waits on flow
+   control).
+4. Under uvicorn's httptools protocol an idle stream is written directly
+   into the connection's transport and watches for the disconnect from its
+   own task (``web/fastpath.py``); any other server gets the plain ASGI
+   path below: a watcher task and one ``send`` per batch.
+5. Shutdown does not patch uvicorn's ``should_exit`` to notice the exit:
+   the server's exit handler tells the broker, which closes every stream with
+   a ``goodbye`` frame (docs/protocol.md, "The event stream").
+
+The stream is counted, subscribed and cleaned up by ``async with stream``
+around this response (``web/lane.py``); the response only writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
-from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..services.broker.subscriber import Writer
 from ..services.streams import Stream
+from . import fastpath
+
+log = logging.getLogger(__name__)
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -48,30 +44,16 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),
     (b"connection", b"keep-alive"),
 ]
-
-_HttpToolsCycle: Any
-try:
-    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as _HttpToolsCycle
-except ImportError:  # pragma: no cover - httptools not installed
-    _HttpToolsCycle = None
-
-
-_CYCLE_ATTRIBUTES = (
-    "chunked_encoding",
-    "scope",
-    "transport",
-    "flow",
-    "disconnected",
-    "message_event",
-)
+OFF = "turned off (WARRANTYSYNC_FAST_PATHS)"
 
 
 class EventStreamResponse(Response):
     """A Starlette ``Response`` only so FastAPI passes it through untouched."""
 
-    def __init__(self, stream: Stream, *, send_timeout: float) -> None:
+    def __init__(self, stream: Stream, *, send_timeout: float, direct: bool = True) -> None:
         self.stream = stream
         self.send_timeout = send_timeout
+        self.direct = direct  # may write into uvicorn's transport (web/fastpath.py)
         self.status_code = 200
         self.background = None
         self.raw_headers = list(HEADERS)
@@ -82,11 +64,12 @@ class EventStreamResponse(Response):
             headers, self.raw_headers = self.raw_headers, []
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             del headers
-            cycle = _direct_cycle(receive)
+            cycle, why_not = fastpath.direct_cycle(receive) if self.direct else (None, OFF)
+            self._note_path(why_not)
             if cycle is None:
                 await self._serve_asgi(receive, send)
             else:
-                await self._serve_direct(cycle, receive, send)
+                await fastpath.serve(self, cycle, receive, send)
             with contextlib.suppress(OSError, TimeoutError):
                 async with asyncio.timeout(self.send_timeout):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -99,9 +82,20 @@ class EventStreamResponse(Response):
         finally:
             sub.writer = None
             sub.poke = None
-            await self.stream.close()
 
-    async def _send(self, send: Send, body: bytes) -> None:
+    def _note_path(self, why_not: str) -> None:
+        """Say which path runs, in ``warrantysync_transport_info`` and, when it changes, the log."""
+        path = fastpath.ASGI if why_not else fastpath.DIRECT
+        if not self.stream.broker.metrics.set_transport(stream=path):
+            return
+        if not why_not:
+            log.info("event streams: direct writes into uvicorn's transport (web/fastpath.py)")
+        elif self.direct and why_not.startswith("uvicorn"):
+            log.warning("event streams: plain ASGI sends, the fast path is unusable: %s", why_not)
+        else:
+            log.info("event streams: plain ASGI sends: %s", why_not)
+
+    async def send_body(self, send: Send, body: bytes) -> None:
         async with asyncio.timeout(self.send_timeout):
             await send({"type": "http.response.body", "body": body, "more_body": True})
 
@@ -111,120 +105,9 @@ class EventStreamResponse(Response):
         try:
             async with contextlib.aclosing(self.stream.frames()) as frames:
                 async for chunk in frames:
-                    await self._send(send, chunk)
+                    await self.send_body(send, chunk)
         finally:
             watcher.cancel()
-
-    async def _serve_direct(self, cycle: Any, receive: Receive, send: Send) -> None:
-        stream, sub = self.stream, self.stream.subscriber
-        opening, live = await stream.opening()
-        await self._send(send, opening)
-        if not live:
-            return
-        _slim_down(cycle)
-        writer = _writer(cycle)
-        sub.poke = cycle.message_event.set
-        while True:
-            batch, finished = stream.take()
-            if batch:
-                await self._send(send, batch)
-            if finished:
-                return
-            if sub.queued:
-                continue  # more arrived while that send waited for the socket
-            sub.writer = writer
-            # Not kept in a local: the last message would live as long as the wait.
-            if (await receive())["type"] == "http.disconnect":
-                sub.close("disconnected")
-
-
-def _direct_cycle(receive: Receive) -> Any:
-    """uvicorn's httptools request cycle behind ``receive``, when direct writes are safe."""
-    cycle: Any = getattr(receive, "__self__", None)
-    if _HttpToolsCycle is None or type(cycle) is not _HttpToolsCycle:
-        return None
-    # uvicorn internals, checked rather than assumed: a release that renames
-    # them quietly gets the plain ASGI path instead of an AttributeError.
-    if not all(hasattr(cycle, name) for name in _CYCLE_ATTRIBUTES):
-        return None
-    if cycle.chunked_encoding is not True or cycle.scope.get("method") != "GET":
-        return None
-    return cycle
-
-
-class SlimEvent:
-    """``asyncio.Event``'s behaviour at a fraction of its size.
-
-    An ``asyncio.Event`` allocates a waiter deque (~600 bytes) up front;
-    uvicorn gives each connection two (the cycle's ``message_event``, the
-    flow control's writable event) that an idle stream keeps for hours.
-    This one keeps its waiters in a list made only while someone waits.
-    """
-
-    __slots__ = ("_value", "_waiters")
-
-    def __init__(self, value: bool) -> None:
-        self._value = value
-        self._waiters: list[asyncio.Future[bool]] | None = None
-
-    def is_set(self) -> bool:
-        return self._value
-
-    def set(self) -> None:
-        if not self._value:
-            self._value = True
-            for future in self._waiters or ():
-                if not future.done():
-                    future.set_result(True)
-
-    def clear(self) -> None:
-        self._value = False
-
-    async def wait(self) -> bool:
-        if self._value:
-            return True
-        future = asyncio.get_running_loop().create_future()
-        waiters = self._waiters
-        if waiters is None:
-            waiters = self._waiters = []
-        waiters.append(future)
-        try:
-            await future
-            return True
-        finally:
-            waiters.remove(future)
-            if not waiters and self._waiters is waiters:
-                self._waiters = None
-
-
-def _slim_down(cycle: Any) -> None:
-    """Trade the connection's idle weight for what an hours-long stream needs.
-
-    Called in this request's own task before it first waits, so nobody is
-    waiting on the events being replaced. The request headers have been read
-    (and the ``Request`` built from them dropped): clearing the list uvicorn
-    and the scope share frees them for the stream's lifetime.
-    """
-    for owner, name in ((cycle, "message_event"), (cycle.flow, "_is_writable_event")):
-        old = getattr(owner, name, None)
-        if type(old) is asyncio.Event:
-            setattr(owner, name, SlimEvent(old.is_set()))
-    headers = cycle.scope.get("headers")
-    if isinstance(headers, list):
-        headers.clear()
-
-
-def _writer(cycle: Any) -> Writer:
-    transport = cycle.transport
-    flow = cycle.flow
-
-    def write(chunk: bytes) -> bool:
-        if flow.write_paused or cycle.disconnected:
-            return False
-        transport.write(chunk)
-        return True
-
-    return write
 
 
 async def _watch_disconnect(receive: Receive, close: Callable[[str], None]) -> None:

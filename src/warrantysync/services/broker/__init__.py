@@ -1,64 +1,68 @@
 """Fan-out of events to the open streams of this process.
 
 The backend (``memory://`` or ``redis://``) only carries events between
-processes. This front class makes delivery exact: durable events reach
-subscribers strictly in id order, each once; an event that arrives ahead of
-a missing one waits briefly, then the gap is read from the outbox, which is
-the truth. Each branch keeps a ring of its latest delivered events so most
-resumes (a network blip, a deploy) never touch the database; the rest go
-through a bounded pool with a deadline.
+processes. ``Broker`` is the front that makes delivery exact, one job per
+module, in the order an event meets them:
+
+* ``ordering`` — durable events in id order, each once; gaps read from the outbox;
+* ``replay`` — the ring of recent events, and catching a resuming stream up
+  (from the ring, or the outbox through a bounded queue with a deadline);
+* ``coalesce`` — only the newest ``presence`` of a burst is delivered;
+* ``fanout`` — the same bytes to every stream of the branch, each stream on
+  its own: one that fails is closed alone, the publisher never sees it;
+* ``registry`` — which streams are open, by branch (``subscribe``);
+* ``heartbeat`` — heartbeats in slices; ``goodbye`` — closing streams on shutdown.
+
+docs/architecture.md, "Alice changes a customer's name; Bob sees it",
+steps 6 and 7, follows one edit through them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import random
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection
+from types import TracebackType
 from typing import Any
 
-from ...errors import Unavailable
-from ...jsonutil import dumps
-from ...storage import outbox
 from ...storage.db import Database
 from ..backends import by_scheme
-from ..events import GOODBYE, HEARTBEAT, PRESENCE, STATE, SYNC_REQUIRED, Event, encode
+from ..events import PRESENCE, STATE, Event
 from ..live import unavailable_state
 from ..metrics import Metrics
+from . import fanout
 from .base import BrokerBackend
+from .coalesce import PresenceCoalescer
+from .goodbye import SHUTDOWN_RETRY_MS, goodbye_frame, say_goodbye
+from .heartbeat import send_heartbeats
 from .memory import MemoryBrokerBackend
+from .ordering import Ordering
+from .registry import Registry
+from .replay import (
+    REPLAY_CONCURRENCY,
+    REPLAY_DEADLINE,
+    REPLAY_MAX_PENDING,
+    RING_SIZE,
+    CatchUp,
+    Overloaded,
+    Replay,
+    Ring,
+)
 from .subscriber import Subscriber
+
+__all__ = [
+    "Broker",
+    "CatchUp",
+    "Overloaded",
+    "Subscriber",
+    "Subscription",
+    "goodbye_frame",
+    "make_broker_backend",
+]
 
 log = logging.getLogger(__name__)
 
-GAP_WAIT = 0.2  # seconds an out-of-order event waits for the missing one
-GAP_ATTEMPTS = 10
-PRESENCE_MIN_WAIT = 0.02  # seconds a presence event waits for newer ones
-PRESENCE_MAX_WAIT = 1.0
-# Heartbeats go out this many streams at a time, the event loop free in
-# between: 10,000 writes in one go would hold up every request (and every
-# edit's fan-out) for ~200 ms each interval.
-HEARTBEAT_SLICE = 1000
 StateProvider = Callable[[int], Awaitable[dict[str, Any]]]
 StateView = Callable[[dict[str, Any], int], dict[str, Any]]
-
-
-@dataclass
-class _Branch:
-    ring: deque[Event]
-    subscribers: set[Subscriber] = field(default_factory=set)
-    delivered: int | None = None  # the contiguous delivered id
-    pending: dict[int, Event] = field(default_factory=dict)
-    gap_task: asyncio.Task[None] | None = None
-    presence: Event | None = None  # the newest, waiting out a burst of joins and leaves
-
-
-class Overloaded(Exception):
-    """A replay could not be served before its deadline."""
 
 
 def make_broker_backend(url: str | None) -> BrokerBackend:
@@ -72,21 +76,36 @@ class Broker:
         *,
         db: Database,
         metrics: Metrics,
-        ring_size: int = 1024,
-        replay_concurrency: int = 4,
-        replay_deadline: float = 5.0,
+        ring_size: int = RING_SIZE,
         replay_window: int = 10000,
+        replay_concurrency: int = REPLAY_CONCURRENCY,
+        replay_max_pending: int = REPLAY_MAX_PENDING,
+        replay_deadline: float = REPLAY_DEADLINE,
     ) -> None:
         self.backend = backend
         self.db = db
         self.metrics = metrics
-        self.ring_size = ring_size
-        self.replay_window = replay_window
-        self.replay_deadline = replay_deadline
-        self._replay_slots = asyncio.Semaphore(replay_concurrency)
-        self._branches: dict[int, _Branch] = {}
+        self.registry = Registry(metrics)
+        self.ordering = Ordering(db, deliver=self._deliver, window=replay_window)
+        self.replay = Replay(
+            db,
+            self.ordering,
+            metrics,
+            ring=Ring(ring_size),
+            window=replay_window,
+            concurrency=replay_concurrency,
+            max_pending=replay_max_pending,
+            deadline=replay_deadline,
+        )
+        self.coalescer = PresenceCoalescer(self._fan_out)
+        # One bound method for every subscriber, not one per stream.
+        self.count_slow = self._count_slow
+        self._direct = metrics.deliveries.labels(path="direct")
+        self._queued = metrics.deliveries.labels(path="queued")
+        # Set by the app once locks and presence exist (they publish through us):
+        # the branch's live state after a re-subscription, and what of it one
+        # user may see (their own locks' client ids only).
         self.state_provider: StateProvider | None = None
-        # What of the branch's state one user may see (their own client ids only).
         self.state_view: StateView | None = None
         self.shutting_down = False
 
@@ -96,24 +115,18 @@ class Broker:
         await self.backend.connect(self._on_event, self._on_resubscribe, self._on_lost)
 
     async def stop(self) -> None:
-        for branch in self._branches.values():
-            if branch.gap_task is not None:
-                branch.gap_task.cancel()
+        self.ordering.stop()
         await self.backend.disconnect()
 
-    def begin_shutdown(self, retry_ms: tuple[int, int] = (1000, 5000)) -> int:
+    def begin_shutdown(self, retry_ms: tuple[int, int] = SHUTDOWN_RETRY_MS) -> int:
         """Say goodbye to every stream, each with its own jittered retry."""
         self.shutting_down = True
-        count = 0
-        for branch in self._branches.values():
-            for sub in list(branch.subscribers):
-                sub.close("shutdown", goodbye_frame("shutdown", retry_ms))
-                count += 1
-        return count
+        return say_goodbye(self.registry.all(), "shutdown", retry_ms)
 
     # -- publishing ------------------------------------------------------------
 
     async def publish(self, event: Event) -> None:
+        """Hand ``event`` to every process; never raises for a delivery that failed."""
         self.metrics.events_published.labels(kind=event.kind).inc()
         await self.backend.publish(event)
 
@@ -123,232 +136,123 @@ class Broker:
         """``owner=(user_id, payload)``: that user's streams get their own copy (``Event``)."""
         await self.publish(Event.of(branch_id, kind, payload, owner=owner))
 
-    # -- subscribers -----------------------------------------------------------
+    # -- streams ---------------------------------------------------------------
 
-    def _branch(self, branch_id: int) -> _Branch:
-        branch = self._branches.get(branch_id)
-        if branch is None:
-            branch = self._branches[branch_id] = _Branch(ring=deque(maxlen=self.ring_size))
-        return branch
+    def subscribe(self, sub: Subscriber) -> Subscription:
+        """``async with broker.subscribe(sub):`` — ``sub`` gets the branch's events inside."""
+        return Subscription(self, sub)
 
-    async def subscribe(self, sub: Subscriber) -> None:
-        branch = self._branch(sub.branch_id)
-        if branch.delivered is None:
-            async with self.db.read() as session:
-                head = await outbox.head(session, branch_id=sub.branch_id)
-            if branch.delivered is None:  # an event may have set it meanwhile
-                branch.delivered = head
-        branch.subscribers.add(sub)
-        self.metrics.streams_open.inc()
-
-    def unsubscribe(self, sub: Subscriber) -> None:
-        branch = self._branches.get(sub.branch_id)
-        if branch is not None and sub in branch.subscribers:
-            branch.subscribers.discard(sub)
-            self.metrics.streams_open.dec()
+    def _count_slow(self, dropped: int) -> None:
+        """A stream was cut off for not keeping up, ``dropped`` frames with it."""
+        self.metrics.slow_subscriber_disconnects.inc()
+        self.metrics.events_dropped.inc(dropped)
 
     def subscribers(self) -> list[Subscriber]:
-        return [sub for branch in self._branches.values() for sub in branch.subscribers]
+        return self.registry.all()
+
+    def close(self, sub: Subscriber, reason: str) -> None:
+        """End one stream (it leaves through its own ``async with``); never raises."""
+        fanout.close(sub, reason)
 
     def head(self, branch_id: int) -> int:
-        return self._branch(branch_id).delivered or 0
+        return self.replay.head(branch_id)
 
-    # -- replay ----------------------------------------------------------------
+    async def catch_up(self, branch_id: int, resume: str | None) -> CatchUp:
+        """What a stream resuming from ``resume`` missed; ``Overloaded`` if not now."""
+        return await self.replay.catch_up(branch_id, resume)
 
-    async def replay_after(self, branch_id: int, after: int) -> list[Event]:
-        """Every durable event after ``after`` known now, in order.
+    async def heartbeat(self) -> int:
+        return await send_heartbeats(self.registry.branches(), self.head)
 
-        Later ones reach the (already registered) subscriber live.
-        """
-        branch = self._branch(branch_id)
-        ring = branch.ring
-        if branch.delivered is not None and after >= branch.delivered:
-            return []
-        if ring and ring[0].event_id is not None and ring[0].event_id <= after + 1:
-            self.metrics.replays.labels(source="memory").inc()
-            return [
-                event for event in ring if event.event_id is not None and event.event_id > after
-            ]
-        try:
-            async with asyncio.timeout(self.replay_deadline):
-                async with self._replay_slots, self.db.read() as session:
-                    rows = await outbox.events_after(
-                        session, branch_id=branch_id, after=after, limit=self.replay_window
-                    )
-        except (TimeoutError, Unavailable):
-            # Over the deadline, or the database itself gave up first
-            # (DATABASE_TIMEOUT): either way, "come back later" with jitter.
-            self.metrics.replays.labels(source="refused").inc()
-            raise Overloaded("replay could not be served in time") from None
-        self.metrics.replays.labels(source="database").inc()
-        return [Event(branch_id, row.kind, row.data.encode(), row.id) for row in rows]
-
-    async def oldest_retained(self, branch_id: int) -> int | None:
-        async with self.db.read() as session:
-            return await outbox.oldest_id(session, branch_id=branch_id)
-
-    # -- delivery --------------------------------------------------------------
+    # -- from the backend: every event published anywhere ------------------------
 
     def _on_event(self, event: Event) -> None:
-        branch = self._branch(event.branch_id)
-        if event.event_id is None:
-            self._deliver(branch, event)
+        if event.durable:
+            self.ordering.accept(event)  # calls _deliver, in id order
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        if event.durable:
+            self.replay.ring.append(event)
+        elif event.kind == PRESENCE:
+            audience = len(self.registry.of(event.branch_id))
+            if audience:
+                self.coalescer.hold(event, audience=audience)  # calls _fan_out, later
             return
-        if branch.delivered is None:
-            branch.delivered = event.event_id - 1
-        if event.event_id <= branch.delivered:
-            return  # already delivered (a gap fill and the live path raced)
-        if event.event_id == branch.delivered + 1:
-            self._deliver(branch, event)
-            self._drain_pending(branch)
+        self._fan_out(event)
+
+    def _fan_out(self, event: Event) -> None:
+        subscribers = self.registry.of(event.branch_id)
+        if not subscribers:
             return
-        branch.pending[event.event_id] = event
-        if branch.gap_task is None or branch.gap_task.done():
-            branch.gap_task = asyncio.get_running_loop().create_task(
-                self._fill_gap(event.branch_id)
-            )
+        direct = fanout.push_event(subscribers, event)
+        self._count(direct, len(subscribers) - direct)
 
-    def _deliver(self, branch: _Branch, event: Event) -> None:
-        if event.event_id is not None:
-            branch.ring.append(event)
-            branch.delivered = event.event_id
-        elif event.kind == PRESENCE and branch.subscribers:
-            self._coalesce_presence(branch, event)
-            return
-        self._push_all(branch, event)
-
-    @staticmethod
-    def _push_all(branch: _Branch, event: Event) -> None:
-        copy = event.owner_copy
-        if copy is None:
-            Broker._push_to(tuple(branch.subscribers), event)
-            return
-        owner = event.owner
-        Broker._push_to([sub for sub in branch.subscribers if sub.user_id != owner], event)
-        Broker._push_to([sub for sub in branch.subscribers if sub.user_id == owner], copy)
-
-    @staticmethod
-    def _push_to(subscribers: Sequence[Subscriber], event: Event) -> None:
-        """The fan-out loop: per stream, one direct socket write or one queue append."""
-        frame, event_id, chunk = event.frame, event.event_id, event.chunk
-        for sub in subscribers:
-            writer = sub.writer  # inlined fast path of Subscriber.push
-            if writer is None or not writer(chunk):
-                sub.push(frame, event_id, chunk)
-
-    def _coalesce_presence(self, branch: _Branch, event: Event) -> None:
-        """Deliver only the newest ``presence`` of a burst (each is the complete list).
-
-        Every join and leave publishes one, so N streams connecting at once
-        (a deploy, a reconnect storm) would otherwise cost N² writes. The
-        wait grows with the audience: a small branch sees changes within
-        ``PRESENCE_MIN_WAIT``, a branch of 10,000 within about a second.
-        """
-        pending = branch.presence is not None
-        branch.presence = event
-        if pending:
-            return
-        wait = min(PRESENCE_MAX_WAIT, max(PRESENCE_MIN_WAIT, len(branch.subscribers) * 1e-4))
-        asyncio.get_running_loop().call_later(wait, self._flush_presence, branch)
-
-    def _flush_presence(self, branch: _Branch) -> None:
-        event, branch.presence = branch.presence, None
-        if event is not None:
-            self._push_all(branch, event)
-
-    def _drain_pending(self, branch: _Branch) -> None:
-        while branch.delivered is not None and branch.delivered + 1 in branch.pending:
-            self._deliver(branch, branch.pending.pop(branch.delivered + 1))
-
-    async def _fill_gap(self, branch_id: int, wait: float = GAP_WAIT) -> None:
-        branch = self._branch(branch_id)
-        for _ in range(GAP_ATTEMPTS):
-            await asyncio.sleep(wait)
-            if not branch.pending or branch.delivered is None:
-                return
-            try:
-                await self._read_missing(branch_id, branch)
-            except Exception:
-                log.exception("reading missing events of branch %s failed", branch_id)
-            if not branch.pending:
-                return
-        # The outbox no longer has the missing events (pruned): tell every
-        # stream to reload rather than deliver with a hole.
-        log.warning("branch %s: gap could not be filled; asking streams to resync", branch_id)
-        branch.delivered = min(branch.pending) - 1
-        self._deliver(branch, Event.of(branch_id, SYNC_REQUIRED, {"reason": "gap"}))
-        self._drain_pending(branch)
-
-    async def _read_missing(self, branch_id: int, branch: _Branch) -> None:
-        assert branch.delivered is not None
-        async with self.db.read() as session:
-            rows = await outbox.events_after(
-                session, branch_id=branch_id, after=branch.delivered, limit=self.replay_window
-            )
-        for row in rows:
-            self._on_event(Event(branch_id, row.kind, row.data.encode(), row.id))
+    def _count(self, direct: int, queued: int) -> None:
+        if direct:
+            self._direct.inc(direct)
+        if queued:
+            self._queued.inc(queued)
 
     def _on_lost(self) -> None:
         """Redis is gone: locks and presence are unknown until it is back (then ``state``)."""
-        for branch_id, branch in list(self._branches.items()):
-            if branch.subscribers:
-                self._deliver(branch, Event.of(branch_id, STATE, unavailable_state()))
+        for branch_id, _subscribers in list(self.registry.branches()):
+            self._fan_out(Event.of(branch_id, STATE, unavailable_state()))
 
     async def _on_resubscribe(self) -> None:
-        """The backend may have dropped events: read them, resend state."""
-        for branch_id, branch in list(self._branches.items()):
-            if branch.delivered is not None:
-                with contextlib.suppress(Exception):
-                    await self._read_missing(branch_id, branch)
-            if branch.subscribers and self.state_provider is not None:
-                state = await self.state_provider(branch_id)
-                self._deliver_state(branch_id, branch, state)
+        """The backend may have dropped events: read them, then resend the live state."""
+        for branch_id in self.ordering.branches():
+            try:
+                await self.ordering.catch_up(branch_id)
+            except Exception:
+                # The branch's next gap, or the next re-subscription, reads them again.
+                log.exception("reading missed events of branch %s failed", branch_id)
+        if self.state_provider is None:
+            return
+        for branch_id, subscribers in list(self.registry.branches()):
+            self._send_state(branch_id, subscribers, await self.state_provider(branch_id))
 
-    def _deliver_state(self, branch_id: int, branch: _Branch, state: dict[str, Any]) -> None:
+    def _send_state(
+        self, branch_id: int, subscribers: Collection[Subscriber], state: dict[str, Any]
+    ) -> None:
         """``state`` as each user may see it: one encoding per user, not per stream."""
         view = self.state_view
         if view is None:
-            self._deliver(branch, Event.of(branch_id, STATE, state))
+            self._fan_out(Event.of(branch_id, STATE, state))
             return
-        by_user: dict[int, list[Subscriber]] = {}
-        for sub in branch.subscribers:
-            by_user.setdefault(sub.user_id, []).append(sub)
-        for user_id, subscribers in by_user.items():
-            self._push_to(subscribers, Event.of(branch_id, STATE, view(state, user_id)))
 
-    # -- heartbeats ------------------------------------------------------------
+        def for_user(user_id: int) -> Event:
+            return Event.of(branch_id, STATE, view(state, user_id))
 
-    async def heartbeat(self) -> int:
-        """One heartbeat frame per branch, the same bytes to each subscriber.
-
-        Sent ``HEARTBEAT_SLICE`` streams at a time. An event delivered between
-        two slices may leave later streams a heartbeat whose ``last_event_id``
-        is behind what they have; clients only act on one that is ahead.
-        """
-        # Milliseconds are all a client's clock check needs; every byte of an
-        # idle stream's heartbeat is paid by every stream, every interval.
-        now = round(time.time(), 3)
-        sent = 0
-        for branch_id, branch in list(self._branches.items()):
-            subscribers = tuple(branch.subscribers)
-            if not subscribers:
-                continue
-            payload = {"server_time": now, "last_event_id": str(branch.delivered or 0)}
-            event = Event.of(branch_id, HEARTBEAT, payload)
-            for start in range(0, len(subscribers), HEARTBEAT_SLICE):
-                if sent:
-                    await asyncio.sleep(0)
-                self._push_to(subscribers[start : start + HEARTBEAT_SLICE], event)
-                sent += min(HEARTBEAT_SLICE, len(subscribers) - start)
-        return sent
+        direct = fanout.push_per_user(subscribers, for_user)
+        self._count(direct, len(subscribers) - direct)
 
 
-def goodbye_frame(reason: str, retry_ms: tuple[int, int]) -> bytes:
-    """``goodbye`` with one jittered delay, in its JSON and as the SSE ``retry:`` field.
+class Subscription:
+    """One stream's registration: registered on entry, gone on exit, whatever happened inside.
 
-    A standard EventSource never reads the JSON: without the field it would
-    come back after the stream's opening ``retry: 1000``, every client at once.
+    Modelled on broadcaster's ``Broadcast.subscribe``, as a small class rather
+    than a generator: an open stream holds it for hours, and a suspended
+    generator costs three times the memory (docs/performance.md).
     """
-    jittered = random.randint(*retry_ms)
-    frame = encode(GOODBYE, dumps({"reason": reason, "retry_ms": jittered}))
-    return b"retry: %d\n" % jittered + frame
+
+    __slots__ = ("_broker", "subscriber")
+
+    def __init__(self, broker: Broker, subscriber: Subscriber) -> None:
+        self._broker = broker
+        self.subscriber = subscriber
+
+    async def __aenter__(self) -> Subscriber:
+        # Before registering: the branch's head must be known for the stream's replay.
+        await self._broker.ordering.know_head(self.subscriber.branch_id)
+        self._broker.registry.add(self.subscriber)
+        return self.subscriber
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._broker.registry.discard(self.subscriber)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..events import Event
 from .base import OnEvent, OnLost, OnResubscribe
+
+log = logging.getLogger(__name__)
 
 
 class MemoryBrokerBackend:
@@ -19,8 +23,14 @@ class MemoryBrokerBackend:
         self._on_event = None
 
     async def publish(self, event: Event) -> None:
-        if self._on_event is not None:
+        if self._on_event is None:
+            return
+        # The publisher may be a PATCH that already committed: whatever goes
+        # wrong in delivery is this node's problem, never the caller's.
+        try:
             self._on_event(event)
+        except Exception:
+            log.exception("delivering %s of branch %s failed", event.kind, event.branch_id)
 
     async def healthy(self) -> bool:
         return True

@@ -1,11 +1,9 @@
 """Fan-out between processes over Redis pub/sub.
 
-See docs/architecture.md, "Alice changes a customer's name; Bob sees it",
-step 6, for where this sits in an edit.
-
 One pub/sub connection per process and one channel for every branch: each
 node hears every event, and the ``Broker`` front drops what none of its
-streams wants. A message is a short ASCII header and the event's JSON as it
+streams wants (docs/architecture.md, "Alice changes a customer's name; Bob
+sees it", step 6). A message is a short ASCII header and the event's JSON as it
 goes on the wire::
 
     b"<branch_id> <event_id or -> <kind> " + data

@@ -5,7 +5,7 @@ subscriber. Two ways out:
 
 * **direct** — while the stream's socket takes data and nothing is queued,
   ``push`` hands the pre-chunked bytes straight to the stream's ``writer``
-  (``web/sse.py`` attaches one when the server allows it): one socket write
+  (``web/fastpath.py`` attaches one when the server allows it): one socket write
   per delivery, no task wake-up, no per-connection encoding;
 * **queued** — otherwise frames wait in a bounded list and ``poke`` wakes the
   stream's own request task, which drains them in one write.

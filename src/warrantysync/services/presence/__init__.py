@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -26,6 +27,7 @@ from .base import Lapsed, PresenceBackend, Upkeep, Viewer
 from .memory import MemoryPresenceBackend
 
 __all__ = [
+    "Attendance",
     "Lapsed",
     "MemoryPresenceBackend",
     "Presence",
@@ -111,8 +113,7 @@ class Presence:
             self._grace(key), name=f"presence-grace-{branch_id}-{user_id}-{client_id}"
         )
 
-    @contextlib.asynccontextmanager
-    async def attend(
+    def attend(
         self,
         *,
         branch_id: int,
@@ -120,20 +121,10 @@ class Presence:
         name: str,
         client_id: str,
         max_streams: int | None = None,
-    ) -> AsyncIterator[None]:
-        """``join`` on entry, ``leave`` on exit, even when the stream is cancelled."""
-        await self.join(
-            branch_id=branch_id,
-            user_id=user_id,
-            name=name,
-            client_id=client_id,
-            max_streams=max_streams,
-        )
-        try:
-            yield
-        finally:
-            with anyio.move_on_after(_LEAVE_TIMEOUT, shield=True):
-                await self.leave(branch_id=branch_id, user_id=user_id, client_id=client_id)
+    ) -> Attendance:
+        """``async with presence.attend(...)``: ``join`` on entry, ``leave`` on exit, however
+        the block ends (cancelled included)."""
+        return Attendance(self, branch_id, user_id, name, client_id, max_streams)
 
     async def viewers(self, *, branch_id: int) -> list[dict[str, Any]]:
         """``[{user:{id,name}, clients:n}]`` sorted by name, for events and snapshots."""
@@ -242,3 +233,56 @@ class Presence:
             pass
         except Exception:
             logger.exception("could not publish presence to branch %s", branch_id)
+
+
+class Attendance:
+    """One stream counted present for as long as its ``async with`` block runs.
+
+    A small class rather than a generator: an open stream holds it for hours
+    (docs/performance.md, "The stream as one async with").
+    """
+
+    __slots__ = ("_presence", "branch_id", "client_id", "max_streams", "name", "user_id")
+
+    def __init__(
+        self,
+        presence: Presence,
+        branch_id: int,
+        user_id: int,
+        name: str,
+        client_id: str,
+        max_streams: int | None,
+    ) -> None:
+        self._presence = presence
+        self.branch_id = branch_id
+        self.user_id = user_id
+        self.name = name
+        self.client_id = client_id
+        self.max_streams = max_streams
+
+    async def __aenter__(self) -> Attendance:
+        """Count the stream; ``TooManyStreams`` (nothing counted) for a user at the cap."""
+        await self._presence.join(
+            branch_id=self.branch_id,
+            user_id=self.user_id,
+            name=self.name,
+            client_id=self.client_id,
+            max_streams=self.max_streams,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Shielded and bounded: a cancelled stream is uncounted all the same, and
+        # a hanging backend cannot hold its task; a failure never hides the block's own.
+        with anyio.move_on_after(_LEAVE_TIMEOUT, shield=True):
+            try:
+                await self._presence.leave(
+                    branch_id=self.branch_id, user_id=self.user_id, client_id=self.client_id
+                )
+            except Exception:
+                logger.exception("uncounting a stream of branch %s failed", self.branch_id)

@@ -1,4 +1,4 @@
-"""The branch event stream (DESIGN §4): ``GET /api/branches/{branch_id}/events``.
+"""The branch event stream: ``GET /api/branches/{branch_id}/events`` (docs/protocol.md).
 
 Served on its own lane (``web/lane.py``), not through FastAPI's router: a
 stream is a request that stays open for hours, and every layer it passes
@@ -14,9 +14,9 @@ import secrets
 from starlette.requests import Request
 
 from ...container import Services
-from ...errors import NotAuthenticated, TooManyStreams, Unavailable, ValidationFailed
+from ...errors import NotAuthenticated, Unavailable, ValidationFailed
 from ...ids import ID_RULE, parse_id
-from ...services.streams import Stream, StreamConfig
+from ...services.streams import Stream
 from ..deps import optional_principal
 from ..inputs import CLIENT_ID_CHARS
 from ..sse import EventStreamResponse
@@ -44,11 +44,12 @@ def _branch_id(raw: str) -> int:
 
 
 async def open_stream(request: Request, raw_branch_id: str) -> EventStreamResponse:
-    """Authenticate, check access and limits, subscribe; the response sends the rest.
+    """Authenticate and check access; the response writes what ``async with`` opens.
 
     Refusals come in the order they always did: 401, 422 for the branch id,
-    404 (not a member), 503 (shutting down), 422 for ``client_id``, 429 (too
-    many streams).
+    404 (not a member), 503 (shutting down), 422 for ``client_id`` — and 429
+    (too many streams) as the stream is counted, entering
+    ``async with response.stream`` (``web/lane.py``).
     """
     services: Services = request.app.state.services
     principal = await optional_principal(request, services)
@@ -64,20 +65,12 @@ async def open_stream(request: Request, raw_branch_id: str) -> EventStreamRespon
         broker=services.broker,
         locks=services.locks,
         presence=services.presence,
-        config=StreamConfig(
-            heartbeat_ms=int(settings.heartbeat_interval * 1000),
-            lock_ttl_ms=int(settings.lock_ttl * 1000),
-            replay_window=settings.replay_window,
-            max_frames=settings.stream_buffer,
-        ),
+        config=services.stream_config,
         principal=principal,
         branch_id=branch_id,
         client_id=client_id,
         resume=request.headers.get("last-event-id") or request.query_params.get("last_event_id"),
     )
-    try:
-        await stream.open(max_streams=settings.max_streams_per_user)
-    except TooManyStreams:
-        services.metrics.rate_limited.labels(scope="streams").inc()
-        raise
-    return EventStreamResponse(stream, send_timeout=settings.send_timeout)
+    return EventStreamResponse(
+        stream, send_timeout=settings.send_timeout, direct="direct" in settings.fast_paths
+    )

@@ -1,25 +1,44 @@
-"""The event stream and locks through a real uvicorn server.
+"""One stream's life (services/streams.py), locks over the stream included.
 
 The contract: docs/protocol.md, "Locks" and "The event stream".
 
-Timings are shortened through the settings (see ``LIVE_ENV`` in conftest):
-heartbeat 1 s, lock TTL 3 s, disconnect grace 0.5 s.
+Most tests go through a real uvicorn server, edits and lock events included;
+timings are shortened through the settings (see ``LIVE_ENV`` in conftest):
+heartbeat 1 s, lock TTL 3 s, disconnect grace 0.5 s. The last ones drive a
+``Stream`` in-process: its replay racing commits, and ``async with stream``
+cleaning up however the block ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from conftest import LiveFactory, login
-from factories import World
+from factories import World, seed_world
 from live import LiveServer, reading
+from waits import failed_connections_stopped, sqlite_worker_threads
+from warrantysync.container import Services
+from warrantysync.errors import TooManyStreams, Unavailable
+from warrantysync.services.accounts import Principal
+from warrantysync.services.broker import Broker
+from warrantysync.services.broker.memory import MemoryBrokerBackend
+from warrantysync.services.broker.replay import REPLAY_CONCURRENCY
+from warrantysync.services.cases import Actor
+from warrantysync.services.events import CASE_UPDATED
+from warrantysync.services.metrics import Metrics
+from warrantysync.services.streams import Stream, StreamConfig
+from warrantysync.storage import outbox
+from warrantysync.storage.db import Database
 
 
 class Tab:
@@ -347,3 +366,163 @@ async def test_goodbye_also_sets_the_sse_retry_field_to_its_jittered_delay(
     assert int(goodbye["retry"]) == retry_ms
     # The stream opened with the default; the goodbye's value is the last one parsed.
     assert [int(b["retry"]) for b in blocks if "retry" in b] == [1000, retry_ms]
+
+
+# --- in-process: the replay and the stream's one ``async with`` ----------------
+
+
+def _stream(
+    services: Services,
+    world: World,
+    *,
+    resume: str | None = None,
+    broker: Broker | None = None,
+    max_streams: int | None = None,
+) -> Stream:
+    return Stream(
+        broker=broker or services.broker,
+        locks=services.locks,
+        presence=services.presence,
+        config=StreamConfig(heartbeat_ms=1000, lock_ttl_ms=30000, max_streams=max_streams),
+        principal=Principal(world.users["bob"], "Bob", "bob@example.com", session_id=1),
+        branch_id=world.branches["downtown"],
+        client_id="reader",
+        resume=resume,
+    )
+
+
+async def _clean(services: Services, world: World, broker: Broker | None = None) -> None:
+    assert (broker or services.broker).subscribers() == []
+    assert await services.presence.streams_of_user(world.users["bob"]) == 0
+
+
+async def test_stream_has_no_gap_or_duplicate_while_commits_race_the_replay(
+    services: Services, world: World
+) -> None:
+    """Resume while 60 changes commit concurrently: every id exactly once, in order."""
+    branch, case = world.branches["downtown"], world.cases["phone"]
+    cases = services.cases
+    actor = Actor(world.users["alice"], "Alice", "writer")
+    for n in range(5):
+        await cases.patch(case_id=case, changes={"notes": f"before {n}"}, expected={}, actor=actor)
+    async with services.db.read() as session:
+        head_before = await outbox.head(session, branch_id=branch)
+    resume = head_before - 3
+    stream = _stream(services, world, resume=str(resume))
+
+    async def write() -> None:
+        for n in range(60):
+            await cases.patch(
+                case_id=case, changes={"notes": f"during {n}"}, expected={}, actor=actor
+            )
+
+    writer = asyncio.create_task(write())
+    seen: list[int] = []
+    ready_id = None
+    final = head_before + 60
+    async with stream:
+        frames = stream.frames()
+        async with asyncio.timeout(20):
+            async for chunk in frames:
+                for block in chunk.split(b"\n\n"):
+                    lines = dict(
+                        line.split(": ", 1) for line in block.decode().splitlines() if ": " in line
+                    )
+                    if lines.get("event") == "ready":
+                        ready_id = int(lines["id"])
+                    elif lines.get("event") == CASE_UPDATED:
+                        seen.append(int(lines["id"]))
+                if seen and seen[-1] == final:
+                    break
+        await frames.aclose()
+    await writer
+    assert ready_id is not None
+    assert seen == list(range(resume + 1, final + 1))
+    await _clean(services, world)
+
+
+async def test_inside_the_block_the_stream_is_counted_and_subscribed_after_it_neither(
+    services: Services, world: World
+) -> None:
+    """As broadcaster's test_unsubscribe_w_exception: the body raises, cleanup still happens."""
+    stream = _stream(services, world)
+    with pytest.raises(RuntimeError, match="the response failed"):
+        async with stream:
+            assert services.broker.subscribers() == [stream.subscriber]
+            assert await services.presence.streams_of_user(world.users["bob"]) == 1
+            raise RuntimeError("the response failed")
+    await _clean(services, world)
+
+
+async def test_a_cancelled_stream_cleans_up(services: Services, world: World) -> None:
+    stream = _stream(services, world)
+    inside = asyncio.Event()
+
+    async def serve() -> None:
+        async with stream:
+            inside.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(serve())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _clean(services, world)
+
+
+async def test_a_refused_replay_says_goodbye_and_cleans_up(
+    services: Services, world: World
+) -> None:
+    """The queue for outbox reads is full: ``goodbye`` with a jittered retry, then gone."""
+    admission = services.broker.replay.admission
+    admission.max_pending = 0
+    stream = _stream(services, world, resume="0")
+    async with contextlib.AsyncExitStack() as busy:
+        for _ in range(REPLAY_CONCURRENCY):  # every read slot busy, and nobody may wait
+            await busy.enter_async_context(admission.slot())
+        async with stream:
+            opening, live = await stream.opening()
+    assert not live
+    assert b"event: goodbye\n" in opening and b'"reason":"overloaded"' in opening
+    await _clean(services, world)
+
+
+async def test_refused_at_the_cap_counts_and_subscribes_nothing(
+    services: Services, world: World
+) -> None:
+    async with _stream(services, world, max_streams=1):
+        with pytest.raises(TooManyStreams):
+            async with _stream(services, world, max_streams=1):
+                raise AssertionError("a second stream was let in")
+        assert len(services.broker.subscribers()) == 1
+    await _clean(services, world)
+    value = services.metrics.registry.get_sample_value(
+        "warrantysync_rate_limited_total", {"scope": "streams"}
+    )
+    assert value == 1
+
+
+async def test_a_subscription_that_fails_uncounts_the_stream(
+    services: Services, world: World, tmp_path: Path, migrated_template: Path
+) -> None:
+    """The branch's head cannot be read (its database is gone): presence is left again."""
+    home = tmp_path / "goes-away"
+    home.mkdir()
+    shutil.copy(migrated_template, home / "x.db")
+    db = Database(f"sqlite+aiosqlite:///{home / 'x.db'}")
+    await seed_world(db)
+    broker = Broker(MemoryBrokerBackend(), db=db, metrics=Metrics())
+    await broker.start()
+    try:
+        shutil.rmtree(home)
+        await db.engine.dispose()
+        workers = sqlite_worker_threads()
+        with pytest.raises(Unavailable):
+            async with _stream(services, world, broker=broker):
+                raise AssertionError("subscribed without a head")
+        await failed_connections_stopped(workers)
+        await _clean(services, world, broker)
+    finally:
+        await broker.stop()
+        await db.dispose()

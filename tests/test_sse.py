@@ -1,9 +1,11 @@
-"""A subscriber that cannot keep up is cut off; the others are not held back.
+"""web/sse.py on its plain ASGI path: a stream that cannot keep up is cut off alone.
 
-Driven in-process through the ASGI app with the real broker and database:
-the slow client's ``send`` never completes (as a socket whose peer stopped
-reading and whose kernel buffers are full), which a loopback socket would
-only reach after several megabytes.
+Driven in-process through the ASGI app with the real broker and database
+(any server but uvicorn's httptools protocol gets this path, web/fastpath.py
+the other): the slow client's ``send`` never completes (as a socket whose
+peer stopped reading and whose kernel buffers are full), which a loopback
+socket would only reach after several megabytes. The same through a real
+server and a real socket: tests/faults/test_fault_slow_consumer.py.
 """
 
 from __future__ import annotations
