@@ -25,6 +25,7 @@ from .services.locks import LockManager, locks_seen_by, make_lock_backend
 from .services.metrics import TASKS_SAMPLE_EVERY, Metrics
 from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
+from .services.tabs import connection_of, release_connection
 from .storage.db import Database
 from .web import errors as web_errors
 from .web import openapi as web_openapi
@@ -50,7 +51,11 @@ async def build_services(settings: Settings) -> Services:
     )
 
     async def attending(branch_id: int, user_id: int, client_id: str) -> bool:
-        return await presence.attending(branch_id=branch_id, user_id=user_id, client_id=client_id)
+        # A tab sharing its browser's stream attends while that stream does.
+        for stream_id in dict.fromkeys((client_id, connection_of(client_id))):
+            if await presence.attending(branch_id=branch_id, user_id=user_id, client_id=stream_id):
+                return True
+        return False
 
     lock_manager = LockManager(
         make_lock_backend(settings.redis_url),
@@ -64,8 +69,12 @@ async def build_services(settings: Settings) -> Services:
     )
 
     async def client_gone(branch_id: int, user_id: int, client_id: str) -> None:
-        await lock_manager.release_client(
-            branch_id=branch_id, user_id=user_id, client_id=client_id, reason="disconnected"
+        await release_connection(
+            lock_manager,
+            branch_id=branch_id,
+            user_id=user_id,
+            connection_id=client_id,
+            reason="disconnected",
         )
 
     presence = Presence(

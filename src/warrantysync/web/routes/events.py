@@ -18,8 +18,9 @@ from ...errors import NotAuthenticated, TooManyStreams, Unavailable, ValidationF
 from ...ids import ID_RULE, parse_id
 from ...services.streams import Stream, StreamConfig
 from ..deps import optional_principal
-from ..inputs import CLIENT_ID_CHARS
+from ..inputs import CLIENT_ID_RULE, valid_client_id
 from ..sse import EventStreamResponse
+from ..version import client_version
 
 PATH = re.compile(r"/api/branches/([^/]+)/events")
 
@@ -27,9 +28,9 @@ PATH = re.compile(r"/api/branches/([^/]+)/events")
 def _client_id(raw: str | None) -> str:
     if raw is None or raw == "":
         return secrets.token_urlsafe(12)
-    if len(raw) > 64 or not all(c in CLIENT_ID_CHARS for c in raw):
+    if not valid_client_id(raw):
         raise ValidationFailed(
-            "client_id: must be 1..64 letters, digits, '-' or '_'",
+            f"client_id: {CLIENT_ID_RULE}",
             field="client_id",
             rule="client_id",
         )
@@ -69,6 +70,7 @@ async def open_stream(request: Request, raw_branch_id: str) -> EventStreamRespon
             lock_ttl_ms=int(settings.lock_ttl * 1000),
             replay_window=settings.replay_window,
             max_frames=settings.stream_buffer,
+            version=client_version(),
         ),
         principal=principal,
         branch_id=branch_id,

@@ -1,0 +1,261 @@
+"""Tabs of one browser share one stream per branch (docs/protocol.md, "Tabs sharing one stream").
+
+One server, one Chromium, one browser context (one person's browser: shared
+cookies, localStorage, Web Locks and BroadcastChannel) over plain HTTP/1.1,
+as ``make run`` serves. Eight tabs on Downtown and two on Airport stay open for
+the whole module; the tests run in order and build on what the previous left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, Page, Request, async_playwright, expect
+
+from chromium import CHROMIUM, CHROMIUM_ARGS
+from conftest import LIVE_ENV, seeded_sqlite
+from factories import PASSWORD, World
+from live import LiveServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+
+WAIT_MS = 15_000  # ten tabs on a shared 2-core machine: generous
+DOWNTOWN_TABS = 8
+AIRPORT_TABS = 2
+BURST = 12
+
+
+@dataclass
+class Tabs:
+    server: LiveServer
+    world: World
+    context: BrowserContext
+    downtown: list[Page]
+    airport: list[Page]
+    snapshots: list[Request] = field(default_factory=list)  # GET …/cases, any tab
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def pages(self) -> list[Page]:
+        return self.downtown + self.airport
+
+
+async def _sign_in(page: Page, server: LiveServer, branch_id: int) -> None:
+    await page.goto(f"{server.url}/branch/{branch_id}")
+    await page.locator("input[name=email]").fill("alice@example.com")
+    await page.locator("input[name=password]").fill(PASSWORD)
+    await page.locator("button[type=submit]").click()
+    await page.wait_for_url(f"**/branch/{branch_id}")
+    await expect(pill(page)).to_be_visible()
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, migrated_template: Path
+) -> Iterator[tuple[LiveServer, World]]:
+    """Seeded outside any event loop; a 30 s lock TTL, so only a release frees a lock."""
+    tmp = tmp_path_factory.mktemp("tabs")
+    url, world = seeded_sqlite(tmp, migrated_template)
+    env = {**LIVE_ENV, "WARRANTYSYNC_DATABASE_URL": url, "WARRANTYSYNC_LOCK_TTL": "30"}
+    server = LiveServer(env=env, log_path=tmp / "server.log").start()
+    try:
+        yield server, world
+    finally:
+        server.kill()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def tabs(served: tuple[LiveServer, World]) -> AsyncIterator[Tabs]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)")
+    server, world = served
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield await _open_tabs(chromium, server, world)
+        finally:
+            await chromium.close()
+
+
+async def _open_tabs(chromium: Browser, server: LiveServer, world: World) -> Tabs:
+    context = await chromium.new_context(bypass_csp=True)
+    context.set_default_timeout(WAIT_MS)
+    downtown, airport = world.branches["downtown"], world.branches["airport"]
+    first = await context.new_page()
+    await _sign_in(first, server, downtown)
+    opened = Tabs(server, world, context, [first], [])
+    for branch, pages, count in (
+        (downtown, opened.downtown, DOWNTOWN_TABS - 1),
+        (airport, opened.airport, AIRPORT_TABS),
+    ):
+        for _ in range(count):
+            page = await context.new_page()
+            await page.goto(f"{server.url}/branch/{branch}")
+            pages.append(page)
+    for page in opened.pages:
+        page.on("pageerror", lambda error: opened.errors.append(str(error)))
+    context.on(
+        "request",
+        lambda r: (
+            opened.snapshots.append(r)
+            if r.method == "GET" and re.search(r"/api/branches/\d+/cases", r.url)
+            else None
+        ),
+    )
+    return opened
+
+
+@contextlib.asynccontextmanager
+async def api_as(server: LiveServer, email: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        answer = await http.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+        assert answer.status_code == 200, answer.text
+        http.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
+        yield http
+
+
+async def streams_open(server: LiveServer) -> float:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        text = (await http.get("/metrics")).text
+    found = re.search(r"^warrantysync_streams_open (\S+)$", text, re.MULTILINE)
+    assert found, text
+    return float(found.group(1))
+
+
+async def eventually(check: Any, timeout: float = WAIT_MS / 1000) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = await check()
+            if result is None or result:
+                return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{check} never held")
+        await asyncio.sleep(0.2)
+
+
+def pill(page: Page) -> Any:
+    return page.locator("#connection-status")
+
+
+async def leader_of(pages: list[Page]) -> Page:
+    for page in pages:
+        if await pill(page).get_attribute("data-stream") == "leader":
+            return page
+    raise AssertionError("no tab leads")
+
+
+async def patch(http: httpx.AsyncClient, case_id: int, **changes: Any) -> None:
+    answer = await http.patch(f"/api/cases/{case_id}", json={"changes": changes})
+    assert answer.status_code == 200, answer.text
+
+
+async def test_ten_tabs_are_live_on_two_streams(tabs: Tabs) -> None:
+    for n, page in enumerate(tabs.pages):
+        assert "/branch/" in page.url, (n, page.url)
+        await expect(pill(page)).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    roles = [await pill(page).get_attribute("data-stream") for page in tabs.pages]
+    assert roles.count("leader") == 2, roles
+    assert roles.count("follower") == 8, roles
+    await eventually(lambda: _equals(streams_open(tabs.server), 2))
+    # Presence counts people: Alice is one viewer with one connection, however many tabs.
+    async with api_as(tabs.server, "bob@example.com") as http:
+        branch = tabs.world.branches["downtown"]
+        snapshot = (await http.get(f"/api/branches/{branch}/cases")).json()
+    alice = [v for v in snapshot["presence"] if v["user"]["name"] == "Alice Johnson"]
+    assert len(alice) == 1 and alice[0]["clients"] == 1, snapshot["presence"]
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    got = await value
+    assert got == expected, f"{got} != {expected}"
+    return True
+
+
+async def test_an_edit_by_another_user_reaches_every_tab(tabs: Tabs) -> None:
+    phone, kettle = tabs.world.cases["phone"], tabs.world.cases["airport"]
+    async with api_as(tabs.server, "bob@example.com") as bob:
+        await patch(bob, phone, customer_name="Seen by eight")
+    async with api_as(tabs.server, "erin@example.com") as erin:
+        await patch(erin, kettle, customer_name="Seen by two")
+    for pages, case_id, text in (
+        (tabs.downtown, phone, "Seen by eight"),
+        (tabs.airport, kettle, "Seen by two"),
+    ):
+        for page in pages:
+            control = page.locator(
+                f'tr[data-case-id="{case_id}"] [data-field="customer_name"] input'
+            )
+            await expect(control).to_have_value(text, timeout=WAIT_MS)
+
+
+async def test_closing_the_leader_during_a_burst_loses_no_event(tabs: Tabs) -> None:
+    laptop = tabs.world.cases["laptop"]
+    leader = await leader_of(tabs.downtown)
+    before = len(tabs.snapshots)
+    async with api_as(tabs.server, "bob@example.com") as bob:
+        for n in range(1, BURST + 1):
+            await patch(bob, laptop, notes=f"burst {n}")
+            if n == BURST // 3:
+                await leader.close()  # the leader goes mid-burst; a follower takes over
+                tabs.downtown.remove(leader)
+    survivors = tabs.downtown
+    for page in survivors:
+        control = page.locator(
+            f'tr[data-case-id="{laptop}"] [data-field="notes"] textarea, '
+            f'tr[data-case-id="{laptop}"] [data-field="notes"] input'
+        )
+        await expect(control.first).to_have_value(f"burst {BURST}", timeout=WAIT_MS)
+        await expect(pill(page)).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+    await leader_of(survivors)
+    # Every event arrived in order in every tab: none needed a snapshot to fill a gap.
+    assert len(tabs.snapshots) == before, [r.url for r in tabs.snapshots[before:]]
+    await eventually(lambda: _equals(streams_open(tabs.server), 2))
+
+
+async def test_a_crashed_tabs_lock_goes_while_its_siblings_stay(tabs: Tabs) -> None:
+    phone = tabs.world.cases["phone"]
+    leader = await leader_of(tabs.downtown)
+    holder = next(page for page in tabs.downtown if page is not leader)
+    sibling = next(page for page in tabs.downtown if page not in (leader, holder))
+    branch = tabs.world.branches["downtown"]
+    await holder.locator(f'tr[data-case-id="{phone}"] [data-field="product"] input').click()
+    cell = sibling.locator(f'tr[data-case-id="{phone}"] [data-field="product"]')
+    await expect(cell).to_have_attribute("data-locked-by", re.compile("."), timeout=WAIT_MS)
+    await expect(cell).to_have_attribute("title", "Open in your other tab")
+
+    async with api_as(tabs.server, "bob@example.com") as bob:
+
+        async def locks() -> list[dict[str, Any]]:
+            answer = await bob.get(f"/api/branches/{branch}/cases")
+            return list(answer.json()["locks"])
+
+        assert [lock["field"] for lock in await locks()] == ["product"]
+        # The tab dies without pagehide: only the leader's watch over tab locks can tell.
+        cdp = await tabs.context.new_cdp_session(holder)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(cdp.send("Page.crash"), 1)
+        tabs.downtown.remove(holder)
+        started = time.monotonic()
+        await eventually(lambda: _equals(locks(), []))
+        assert time.monotonic() - started < 10
+    await expect(cell).not_to_have_attribute("data-locked-by", re.compile("."), timeout=WAIT_MS)
+    for page in tabs.downtown:
+        await expect(pill(page)).to_have_attribute("data-state", "connected")
+    assert await streams_open(tabs.server) == 2
+    assert not tabs.errors, tabs.errors
