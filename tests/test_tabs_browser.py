@@ -259,3 +259,66 @@ async def test_a_crashed_tabs_lock_goes_while_its_siblings_stay(tabs: Tabs) -> N
         await expect(pill(page)).to_have_attribute("data-state", "connected")
     assert await streams_open(tabs.server) == 2
     assert not tabs.errors, tabs.errors
+
+
+# A browser without Web Locks or BroadcastChannel (an older or locked-down one).
+NO_SHARING = """
+delete Navigator.prototype.locks;
+delete window.BroadcastChannel;
+"""
+
+
+async def test_without_sharing_each_tab_streams_alone_says_when_stuck_and_reloads_on_a_new_version(
+    tabs: Tabs,
+) -> None:
+    browser = tabs.context.browser
+    assert browser is not None
+    context = await browser.new_context(bypass_csp=True)
+    context.set_default_timeout(WAIT_MS)
+    await context.add_init_script(NO_SHARING)
+    airport = tabs.world.branches["airport"]
+    errors: list[str] = []
+    try:
+        alone = await context.new_page()
+        alone.on("pageerror", lambda error: errors.append(str(error)))
+        await alone.goto(f"{tabs.server.url}/branch/{airport}")
+        await alone.locator("input[name=email]").fill("erin@example.com")
+        await alone.locator("input[name=password]").fill(PASSWORD)
+        await alone.locator("button[type=submit]").click()
+        await expect(pill(alone)).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+        assert await pill(alone).get_attribute("data-stream") == "alone"
+        await eventually(lambda: _equals(streams_open(tabs.server), 3))
+
+        # A stream the browser never opens (its connections to the host all taken).
+        stuck = await context.new_page()
+        held: list[Any] = []
+        await stuck.route(
+            re.compile(r".*/api/branches/\d+/events.*"), lambda route: held.append(route)
+        )
+        await stuck.goto(f"{tabs.server.url}/branch/{airport}")
+        await expect(pill(stuck)).to_contain_text("too many connections", timeout=WAIT_MS)
+        # (the 1 s test heartbeat lets the watchdog retry meanwhile: no error, no countdown)
+        assert await pill(stuck).get_attribute("data-state") in ("connecting", "reconnecting")
+        assert "HTTP/2" in (await pill(stuck).get_attribute("title") or "")
+        await stuck.close()
+
+        # A page older than the server reloads itself once, on the stream's `ready`.
+        loads: list[str] = []
+
+        async def old_page(route: Any) -> None:
+            loads.append(route.request.url)
+            response = await route.fetch()
+            body = re.sub(r'"version":\s*"[^"]*"', '"version":"0.0.0+0ld"', await response.text())
+            await route.fulfill(response=response, body=body)
+
+        outdated = await context.new_page()
+        outdated.on("pageerror", lambda error: errors.append(str(error)))
+        await outdated.route(f"**/branch/{airport}", old_page)
+        await outdated.goto(f"{tabs.server.url}/branch/{airport}")
+        await eventually(lambda: _equals(asyncio.sleep(0, len(loads)), 2))
+        await expect(pill(outdated)).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+        await asyncio.sleep(1.5)
+        assert len(loads) == 2, "reloaded once, not in a loop"
+    finally:
+        await context.close()
+    assert not errors, errors

@@ -381,7 +381,7 @@ export function createView({ root, config, store, actions }) {
   // Connection pill: says whether the network or the server is away, and when it tries again.
   let connectionInfo = { nextAttemptAt: () => null, online: () => true, retryNow: () => {} };
   let connectionState = 'connecting';
-  let connectionSince = Date.now();
+  let liveUntil = Date.now(); // the stream was last live then (or the page opened)
   let countdown = null;
   function renderPill() {
     const state = connectionState;
@@ -404,13 +404,15 @@ export function createView({ root, config, store, actions }) {
     retry.hidden = state === 'connected' || state === 'connecting';
   }
 
+  // A server that is away fails fast and turns the pill offline; a stream that
+  // neither opens nor fails is waiting for a connection the browser will not give.
   function stalled(state, seconds) {
-    return (state === 'connecting' || (state === 'reconnecting' && !seconds))
-      && Date.now() - connectionSince > STALLED_AFTER_MS && connectionInfo.online();
+    return (state === 'connecting' || state === 'reconnecting') && !seconds
+      && Date.now() - liveUntil > STALLED_AFTER_MS && connectionInfo.online();
   }
 
   function setConnectionState(state) {
-    if (state !== connectionState) connectionSince = Date.now();
+    if (state === 'connected' || connectionState === 'connected') liveUntil = Date.now();
     connectionState = state;
     clearInterval(countdown);
     countdown = state === 'connected' ? null : setInterval(renderPill, 1000);
