@@ -95,7 +95,8 @@ function start() {
   installFields(config.fields);
   const branchId = config.branch_id;
   const tabId = tabClientId();
-  const clientId = `${browserId()}.${tabId}`;
+  const browser = browserId();
+  const clientId = `${browser}.${tabId}`;
   const timers = { setTimeout: (fn, ms) => window.setTimeout(fn, ms), clearTimeout: (id) => window.clearTimeout(id) };
   const api = createApi({ fetch: (...args) => window.fetch(...args), csrfToken: config.csrf_token, clientId });
   const userId = config.user.id;
@@ -152,7 +153,7 @@ function start() {
   });
 
   const connection = createSharedConnection({
-    url: `/api/branches/${branchId}/events`, browserId: clientId.split('.')[0], tabId, version: config.version, branchId,
+    url: `/api/branches/${branchId}/events`, browserId: browser, tabId, version: config.version, branchId,
     locks: navigator.locks || null, BroadcastChannelImpl: window.BroadcastChannel || null,
     currentState: () => ({ locks: store.allLocks(), presence: store.presence(), live_state: store.liveState() }),
     releaseTab: (id) => api.del(`/api/branches/${branchId}/clients/${encodeURIComponent(id)}/locks`),
