@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 
 import { createStore } from '../../src/warrantysync/web/static/js/store.js';
-import { FOLLOWER_DELAYS_MS, TAB_SWEEP_MS, createSharedConnection, sharedNames } from '../../src/warrantysync/web/static/js/tabs.js';
+import { FOLLOWER_DELAYS_MS, NUDGE_WINDOW_MS, TAB_SWEEP_MS, createSharedConnection, sharedNames } from '../../src/warrantysync/web/static/js/tabs.js';
 import { FakeClock, FakeEventSource, makeCase, settle } from './fakes.mjs';
 import { FakeBrowser } from './tabfakes.mjs';
 
@@ -180,6 +180,25 @@ describe('handover', () => {
     await settle();
     assert.equal(second.conn.state, 'connected');
     assert.deepEqual(second.resyncs, []);
+  });
+});
+
+describe('nudges', () => {
+  test('`online` in eight tabs reopens the shared stream once, not eight times', async () => {
+    const tabs = ['t1', 't2', 't3', 't4', 't5', 't6', 't7', 't8'].map((id) => openTab(id));
+    await settle();
+    ready(FakeEventSource.last, 5);
+    await settle();
+    FakeEventSource.last.fail();
+    await settle();
+    const before = FakeEventSource.instances.length;
+    for (const tab of tabs.slice(1)) tab.conn.reconnectNow();
+    await settle();
+    assert.equal(FakeEventSource.instances.length, before + 1);
+    await clock.tick(NUDGE_WINDOW_MS);
+    tabs[3].conn.reconnectNow();
+    await settle();
+    assert.equal(FakeEventSource.instances.length, before + 2, 'a later nudge still counts');
   });
 });
 

@@ -14,6 +14,9 @@ import { createConnection } from './connection.js';
 export const FOLLOWER_DELAYS_MS = Object.freeze([100, 250, 500, 1000]);
 // How often the leader looks for tabs that died without saying goodbye.
 export const TAB_SWEEP_MS = 2000;
+// Every tab hears `online` and `visibilitychange`: the leader acts on the first
+// such nudge from its followers and lets the others within this window pass.
+export const NUDGE_WINDOW_MS = 1000;
 
 /** Tabs of another client version never share a channel or a stream. */
 export function sharedNames(version, branchId) {
@@ -46,7 +49,7 @@ export function createSharedConnection(options) {
   const {
     browserId, tabId, version, branchId, locks, BroadcastChannelImpl,
     onStateChange = noop, onRoleChange = noop, currentState = () => ({}), releaseTab = () => Promise.resolve(),
-    setTimeout, clearTimeout,
+    setTimeout, clearTimeout, now = Date.now,
   } = options;
   const clientId = `${browserId}.${tabId}`;
   if (!canShare(options)) {
@@ -65,6 +68,7 @@ export function createSharedConnection(options) {
   let sweepTimer = null;
   const knownTabs = new Set();
   let relayed = null; // the follower's current relayed source
+  let nudgedAt = -Infinity;
 
   const post = (message) => { if (!closed) channel.postMessage(message); };
 
@@ -156,10 +160,11 @@ export function createSharedConnection(options) {
     } else if (message.type === 'bye') {
       knownTabs.delete(message.from);
       releaseTab(message.from).catch(noop);
-    } else if (message.type === 'retry') {
-      conn.reconnectNow();
-    } else if (message.type === 'wake') {
-      conn.wake();
+    } else if (message.type === 'retry' || message.type === 'wake') {
+      if (now() - nudgedAt < NUDGE_WINDOW_MS) return;
+      nudgedAt = now();
+      if (message.type === 'retry') conn.reconnectNow();
+      else conn.wake();
     }
   }
   channel.onmessage = (event) => onMessage(event.data);
