@@ -7,6 +7,7 @@ export class FakeBrowser {
     this.held = new Map(); // name -> {tab, release}
     this.waiting = []; // [{name, tab, callback, resolve}]
     this.channels = new Set();
+    this.dead = new Set(); // crashed tabs: their code no longer runs
   }
 
   /** `navigator.locks` and `BroadcastChannel` as one tab sees them. */
@@ -32,11 +33,14 @@ export class FakeBrowser {
       }
 
       postMessage(message) {
+        if (browser.dead.has(name)) return; // its timers still fire in the shared fake clock
         if (this.closed) throw new Error('InvalidStateError: channel closed');
         const copy = structuredClone(message);
         for (const other of browser.channels) {
           if (other !== this && other.name === this.name) {
-            setImmediate(() => { if (!other.closed && other.onmessage) other.onmessage({ data: copy }); });
+            setImmediate(() => {
+              if (!other.closed && !browser.dead.has(other.tab) && other.onmessage) other.onmessage({ data: copy });
+            });
           }
         }
       }
@@ -68,6 +72,7 @@ export class FakeBrowser {
 
   /** The tab's process dies: its locks are freed, its channels go quiet. */
   crash(name) {
+    this.dead.add(name);
     for (const [lockName, entry] of [...this.held]) if (entry.tab === name) this.held.delete(lockName);
     this.waiting = this.waiting.filter((w) => w.tab !== name);
     for (const channel of [...this.channels]) if (channel.tab === name) channel.close();

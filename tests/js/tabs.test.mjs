@@ -3,6 +3,7 @@ import { beforeEach, describe, test } from 'node:test';
 
 import { createStore } from '../../src/warrantysync/web/static/js/store.js';
 import { FOLLOWER_DELAYS_MS, NUDGE_WINDOW_MS, TAB_SWEEP_MS, createSharedConnection, sharedNames } from '../../src/warrantysync/web/static/js/tabs.js';
+import { CLAIM_WAIT_MS, PING_MS, TAB_SILENT_MS, TAKEOVER_MS } from '../../src/warrantysync/web/static/js/tabelect.js';
 import { FakeClock, FakeEventSource, makeCase, settle } from './fakes.mjs';
 import { FakeBrowser } from './tabfakes.mjs';
 
@@ -12,11 +13,12 @@ let clock;
 let browser;
 let released;
 
-function openTab(tabId, { version = 'v1', branchId = 1, shared = true, lastEventId = null } = {}) {
+function openTab(tabId, { version = 'v1', branchId = 1, shared = true, webLocks = true, lastEventId = null } = {}) {
   const events = [];
   const states = [];
   const resyncs = [];
-  const env = shared ? browser.tab(tabId) : { locks: null, BroadcastChannelImpl: null };
+  let env = shared ? browser.tab(tabId) : { locks: null, BroadcastChannelImpl: null };
+  if (!webLocks) env = { ...env, locks: null };
   const conn = createSharedConnection({
     url: `/api/branches/${branchId}/events`, browserId: 'b1', tabId, version, branchId, ...env,
     EventSourceImpl: FakeEventSource, setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout,
@@ -237,5 +239,76 @@ describe('fallback', () => {
     await settle();
     assert.equal(tabs[0].conn.state, 'connected');
     assert.equal(tabs[1].conn.state, 'connecting');
+  });
+});
+
+describe('election over BroadcastChannel alone (plain HTTP: no Web Locks)', () => {
+  const ids = ['t1', 't2', 't3'];
+  async function elected() {
+    const tabs = ids.map((id) => openTab(id, { webLocks: false }));
+    await clock.tick(TAKEOVER_MS + PING_MS + CLAIM_WAIT_MS);
+    return tabs;
+  }
+  const leaders = (tabs) => tabs.filter((t) => t.conn.role === 'leader');
+
+  test('three tabs elect one leader and share one stream', async () => {
+    const tabs = await elected();
+    assert.equal(leaders(tabs).length, 1);
+    assert.equal(FakeEventSource.instances.length, 1);
+    ready(FakeEventSource.last, 5);
+    updated(FakeEventSource.last, 6);
+    await settle();
+    for (const tab of tabs) assert.deepEqual(caseIds(tab), [6], tab.tabId);
+    await clock.tick(PING_MS * 10);
+    assert.equal(FakeEventSource.instances.length, 1, 'a standing leader is not challenged');
+  });
+
+  test('the leader crashes: another leads within 2 s and resumes from the last id', async () => {
+    const tabs = await elected();
+    ready(FakeEventSource.last, 5);
+    updated(FakeEventSource.last, 6);
+    await settle();
+    const [old] = leaders(tabs);
+    browser.crash(old.tabId);
+    await clock.tick(2000);
+    const rest = tabs.filter((t) => t !== old);
+    assert.equal(leaders(rest).length, 1);
+    assert.equal(FakeEventSource.instances.length, 2);
+    assert.equal(FakeEventSource.last.params.get('last_event_id'), '6');
+    updated(FakeEventSource.last, 7);
+    ready(FakeEventSource.last, 7);
+    await settle();
+    for (const tab of rest) {
+      assert.deepEqual(caseIds(tab), [6, 7], tab.tabId);
+      assert.equal(tab.conn.state, 'connected');
+    }
+  });
+
+  test('a frozen leader that wakes up steps down: one stream, one leader again', async () => {
+    const tabs = await elected();
+    const [old] = leaders(tabs);
+    const first = FakeEventSource.last;
+    browser.dead.add(old.tabId); // frozen: says nothing for a while
+    await clock.tick(2000);
+    assert.equal(leaders(tabs).length, 2, 'meanwhile the others elected a new one');
+    browser.dead.delete(old.tabId);
+    await clock.tick(PING_MS * 2);
+    assert.equal(leaders(tabs).length, 1);
+    assert.notEqual(leaders(tabs)[0], old);
+    assert.equal(first.closed, true, 'the old leader closed its stream');
+    assert.equal(old.conn.role, 'follower');
+  });
+
+  test('a leader that closes hands over at once; a silent follower loses its locks', async () => {
+    const tabs = await elected();
+    const [old] = leaders(tabs);
+    old.conn.close();
+    await clock.tick(PING_MS + CLAIM_WAIT_MS);
+    const rest = tabs.filter((t) => t !== old);
+    assert.equal(leaders(rest).length, 1);
+    const quiet = rest.find((t) => t.conn.role === 'follower');
+    browser.crash(quiet.tabId);
+    await clock.tick(TAB_SILENT_MS + 5000);
+    assert.ok(released.includes(quiet.conn.clientId), released);
   });
 });

@@ -9,6 +9,7 @@
 // No DOM: every browser dependency is injected.
 
 import { createConnection } from './connection.js';
+import { channelElection, lockElection } from './tabelect.js';
 
 // A relayed source "reconnects" by asking the leader again: cheap, so quick.
 export const FOLLOWER_DELAYS_MS = Object.freeze([100, 250, 500, 1000]);
@@ -24,9 +25,13 @@ export function sharedNames(version, branchId) {
   return { channel: base, leader: `${base}:leader`, tab: `${base}:tab:` };
 }
 
-/** Can this browser share one stream between tabs? */
-export function canShare({ locks, BroadcastChannelImpl }) {
-  return Boolean(locks && typeof locks.request === 'function' && typeof locks.query === 'function' && BroadcastChannelImpl);
+/** Can this browser share one stream between tabs? BroadcastChannel is needed; Web Locks help. */
+export function canShare({ BroadcastChannelImpl }) {
+  return Boolean(BroadcastChannelImpl);
+}
+
+function hasWebLocks(locks) {
+  return Boolean(locks && typeof locks.request === 'function' && typeof locks.query === 'function');
 }
 
 function noop() {}
@@ -64,13 +69,15 @@ export function createSharedConnection(options) {
   let leaderId = null;
   let started = false;
   let closed = false;
-  let resign = null;
   let sweepTimer = null;
   const knownTabs = new Set();
   let relayed = null; // the follower's current relayed source
   let nudgedAt = -Infinity;
 
   const post = (message) => { if (!closed) channel.postMessage(message); };
+  const election = hasWebLocks(locks)
+    ? lockElection({ locks, names, clientId })
+    : channelElection({ post, clientId, setTimeout, clearTimeout, now });
 
   function showState(state) {
     if (state === leaderState) return;
@@ -108,7 +115,7 @@ export function createSharedConnection(options) {
       constructor(url) {
         this.inner = new EventSourceImpl(url);
         this.inner.onerror = (event) => {
-          post({ type: 'error' });
+          post({ type: 'error', from: clientId });
           if (this.onerror) this.onerror(event);
         };
         this.inner.onopen = (event) => { if (this.onopen) this.onopen(event); };
@@ -118,8 +125,8 @@ export function createSharedConnection(options) {
         this.inner.addEventListener(name, (event) => {
           if (name === 'ready') lastReady = event.data;
           // A follower asks again at its own quick pace, not after goodbye's retry_ms.
-          if (name === 'goodbye') post({ type: 'error' });
-          else post({ type: 'frame', name, data: event.data, lastEventId: event.lastEventId });
+          if (name === 'goodbye') post({ type: 'error', from: clientId });
+          else post({ type: 'frame', from: clientId, name, data: event.data, lastEventId: event.lastEventId });
           fn(event);
         });
       }
@@ -132,14 +139,16 @@ export function createSharedConnection(options) {
 
   function onMessage(message) {
     if (!message || typeof message !== 'object') return;
+    election.onMessage(message);
     if (message.type === 'frame') {
-      if (role === 'follower' && relayed && (!message.to || message.to === clientId)) {
+      // Only the leader followed: a deposed one may still be flushing its last frames.
+      if (role === 'follower' && relayed && message.from === leaderId && (!message.to || message.to === clientId)) {
         relayed.dispatch(message.name, message.data, message.lastEventId);
       }
     } else if (message.type === 'error') {
-      if (role === 'follower' && relayed && relayed.onerror) relayed.onerror({ type: 'error' });
+      if (role === 'follower' && message.from === leaderId && relayed && relayed.onerror) relayed.onerror({ type: 'error' });
     } else if (message.type === 'state') {
-      if (role === 'follower') {
+      if (role === 'follower' && election.follows(message.from)) {
         leaderId = message.from;
         showState(message.state);
       }
@@ -155,7 +164,7 @@ export function createSharedConnection(options) {
       if (conn.state === 'connected' && lastReady !== null) {
         const id = conn.lastEventId;
         const data = { ...JSON.parse(lastReady), ...currentState(), last_event_id: id };
-        post({ type: 'frame', to: message.from, name: 'ready', data: JSON.stringify(data), lastEventId: id ?? '' });
+        post({ type: 'frame', from: clientId, to: message.from, name: 'ready', data: JSON.stringify(data), lastEventId: id ?? '' });
       }
     } else if (message.type === 'bye') {
       knownTabs.delete(message.from);
@@ -169,9 +178,9 @@ export function createSharedConnection(options) {
   }
   channel.onmessage = (event) => onMessage(event.data);
 
-  function follow() {
+  function follow(lastEventId = options.lastEventId ?? null) {
     conn = createConnection({
-      ...options, clientId, EventSourceImpl: RelaySource, reconnectDelaysMs: FOLLOWER_DELAYS_MS, probe: null,
+      ...options, clientId, lastEventId, EventSourceImpl: RelaySource, reconnectDelaysMs: FOLLOWER_DELAYS_MS, probe: null,
       onStateChange: noop,
     });
     conn.start();
@@ -204,18 +213,10 @@ export function createSharedConnection(options) {
   async function sweep() {
     sweepTimer = null;
     if (role !== 'leader' || closed) return;
-    let held;
-    try {
-      const snapshot = await locks.query();
-      held = new Set((snapshot.held || []).map((lock) => lock.name));
-    } catch {
-      held = null;
-    }
-    if (held) {
-      for (const name of held) {
-        if (name.startsWith(names.tab)) knownTabs.add(name.slice(names.tab.length));
-      }
-      const gone = [...knownTabs].filter((id) => id !== clientId && !held.has(names.tab + id));
+    const live = await election.liveTabs();
+    if (live) {
+      for (const id of live) knownTabs.add(id);
+      const gone = [...knownTabs].filter((id) => id !== clientId && !live.has(id));
       for (const id of gone) {
         knownTabs.delete(id);
         releaseTab(id).catch(noop);
@@ -227,14 +228,21 @@ export function createSharedConnection(options) {
   function start() {
     if (started) return;
     started = true;
-    // Held until the tab goes: the leader reads these to notice a tab that crashed.
-    locks.request(names.tab + clientId, () => new Promise(noop)).catch(noop);
     follow();
-    locks.request(names.leader, () => new Promise((resolve) => {
-      resign = resolve;
-      if (closed) resolve();
-      else lead();
-    })).catch(noop);
+    election.start(lead, depose);
+  }
+
+  /** Another tab leads now (the channel election: this one was frozen meanwhile). */
+  function depose() {
+    if (role !== 'leader' || closed) return;
+    const lastEventId = conn.lastEventId;
+    conn.stop();
+    role = 'follower';
+    onRoleChange(role);
+    if (sweepTimer !== null) clearTimeout(sweepTimer);
+    sweepTimer = null;
+    conn = null;
+    follow(lastEventId);
   }
 
   function close() {
@@ -244,7 +252,7 @@ export function createSharedConnection(options) {
     if (sweepTimer !== null) clearTimeout(sweepTimer);
     if (conn) conn.stop();
     channel.close();
-    if (resign) resign();
+    election.stop();
   }
 
   const api = {
