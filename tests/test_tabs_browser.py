@@ -261,42 +261,53 @@ async def test_a_crashed_tabs_lock_goes_while_its_siblings_stay(tabs: Tabs) -> N
     assert not tabs.errors, tabs.errors
 
 
-# A browser without Web Locks or BroadcastChannel (an older or locked-down one).
-NO_SHARING = """
-delete Navigator.prototype.locks;
-delete window.BroadcastChannel;
-"""
+# A page over plain HTTP on a LAN address is no secure context: no Web Locks.
+NO_WEB_LOCKS = "delete Navigator.prototype.locks;"
+# And an older or locked-down browser has no BroadcastChannel either.
+NO_CHANNEL = "delete window.BroadcastChannel;"
 
 
-async def test_without_sharing_each_tab_streams_alone_says_when_stuck_and_reloads_on_a_new_version(
+async def test_plain_http_tabs_share_by_channel_a_stuck_stream_says_why_a_new_version_reloads(
     tabs: Tabs,
 ) -> None:
     browser = tabs.context.browser
     assert browser is not None
     context = await browser.new_context(bypass_csp=True)
     context.set_default_timeout(WAIT_MS)
-    await context.add_init_script(NO_SHARING)
+    await context.add_init_script(NO_WEB_LOCKS)
     airport = tabs.world.branches["airport"]
     errors: list[str] = []
+
+    async def open_page(*scripts: str) -> Page:
+        page = await context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        for script in scripts:
+            await page.add_init_script(script)
+        return page
+
     try:
-        alone = await context.new_page()
-        alone.on("pageerror", lambda error: errors.append(str(error)))
-        await alone.goto(f"{tabs.server.url}/branch/{airport}")
-        await alone.locator("input[name=email]").fill("erin@example.com")
-        await alone.locator("input[name=password]").fill(PASSWORD)
-        await alone.locator("button[type=submit]").click()
-        await expect(pill(alone)).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
-        assert await pill(alone).get_attribute("data-stream") == "alone"
+        first = await open_page()
+        await first.goto(f"{tabs.server.url}/branch/{airport}")
+        await first.locator("input[name=email]").fill("erin@example.com")
+        await first.locator("input[name=password]").fill(PASSWORD)
+        await first.locator("button[type=submit]").click()
+        await first.wait_for_url(f"**/branch/{airport}")
+        await expect(pill(first)).to_be_visible()
+        second = await open_page()
+        await second.goto(f"{tabs.server.url}/branch/{airport}")
+        for page in (first, second):
+            await expect(pill(page)).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+        roles = sorted([await pill(p).get_attribute("data-stream") for p in (first, second)])
+        assert roles == ["follower", "leader"], roles
         await eventually(lambda: _equals(streams_open(tabs.server), 3))
 
-        # A stream the browser never opens (its connections to the host all taken).
-        stuck = await context.new_page()
+        # Neither Web Locks nor BroadcastChannel: a stream of its own, which never opens.
+        stuck = await open_page(NO_CHANNEL)
         held: list[Any] = []
-        await stuck.route(
-            re.compile(r".*/api/branches/\d+/events.*"), lambda route: held.append(route)
-        )
+        await stuck.route(re.compile(r".*/api/branches/\d+/events.*"), lambda r: held.append(r))
         await stuck.goto(f"{tabs.server.url}/branch/{airport}")
         await expect(pill(stuck)).to_contain_text("too many connections", timeout=WAIT_MS)
+        assert await pill(stuck).get_attribute("data-stream") == "alone"
         # (the 1 s test heartbeat lets the watchdog retry meanwhile: no error, no countdown)
         assert await pill(stuck).get_attribute("data-state") in ("connecting", "reconnecting")
         assert "HTTP/2" in (await pill(stuck).get_attribute("title") or "")
@@ -311,8 +322,7 @@ async def test_without_sharing_each_tab_streams_alone_says_when_stuck_and_reload
             body = re.sub(r'"version":\s*"[^"]*"', '"version":"0.0.0+0ld"', await response.text())
             await route.fulfill(response=response, body=body)
 
-        outdated = await context.new_page()
-        outdated.on("pageerror", lambda error: errors.append(str(error)))
+        outdated = await open_page()
         await outdated.route(f"**/branch/{airport}", old_page)
         await outdated.goto(f"{tabs.server.url}/branch/{airport}")
         await eventually(lambda: _equals(asyncio.sleep(0, len(loads)), 2))

@@ -1,11 +1,11 @@
 // One event stream per browser and branch, however many tabs (docs/protocol.md,
-// "Tabs sharing one stream"). The tab holding a Web Lock is the leader: it opens
-// the real stream with the browser's connection id and relays every frame over a
-// BroadcastChannel. Every other tab runs its own connection.js on a relayed
-// source, so dedup by event id, gap detection, the watchdog and `ready` work per
-// tab exactly as with a stream of its own. When the leader goes its lock is
-// released, the next tab in line takes it and resumes from the last id it
-// applied. Without Web Locks or BroadcastChannel each tab opens its own stream.
+// "Tabs sharing one stream"). The elected tab (tabelect.js: a Web Lock, or the
+// channel election on plain HTTP) is the leader: it opens the real stream with
+// the browser's connection id and relays every frame over a BroadcastChannel.
+// Every other tab runs its own connection.js on a relayed source, so dedup by
+// event id, gap detection, the watchdog and `ready` work per tab exactly as with
+// a stream of its own. When the leader goes the next tab leads and resumes from
+// the last id it applied. Without BroadcastChannel each tab opens its own stream.
 // No DOM: every browser dependency is injected.
 
 import { createConnection } from './connection.js';
