@@ -3,7 +3,7 @@ import { beforeEach, describe, test } from 'node:test';
 
 import { createStore } from '../../src/warrantysync/web/static/js/store.js';
 import { FOLLOWER_DELAYS_MS, NUDGE_WINDOW_MS, TAB_SWEEP_MS, createSharedConnection, sharedNames } from '../../src/warrantysync/web/static/js/tabs.js';
-import { CLAIM_WAIT_MS, PING_MS, TAB_SILENT_MS, TAKEOVER_MS } from '../../src/warrantysync/web/static/js/tabelect.js';
+import { CLAIM_WAIT_MS, PING_MS, START_WAIT_MS, TAB_SILENT_MS, TAKEOVER_MS } from '../../src/warrantysync/web/static/js/tabelect.js';
 import { FakeClock, FakeEventSource, makeCase, settle } from './fakes.mjs';
 import { FakeBrowser } from './tabfakes.mjs';
 
@@ -261,6 +261,11 @@ describe('election over BroadcastChannel alone (plain HTTP: no Web Locks)', () =
     for (const tab of tabs) assert.deepEqual(caseIds(tab), [6], tab.tabId);
     await clock.tick(PING_MS * 10);
     assert.equal(FakeEventSource.instances.length, 1, 'a standing leader is not challenged');
+    const late = openTab('t4', { webLocks: false });
+    await clock.tick(START_WAIT_MS + PING_MS + CLAIM_WAIT_MS);
+    assert.equal(late.conn.role, 'follower', 'a tab that opens later follows the standing leader');
+    assert.equal(FakeEventSource.instances.length, 1);
+    assert.equal(late.conn.state, 'connected');
   });
 
   test('the leader crashes: another leads within 2 s and resumes from the last id', async () => {

@@ -15,6 +15,9 @@ export const PING_MS = 500;
 export const TAKEOVER_MS = 1300;
 // ...and a claim stands when no stronger one arrives within this.
 export const CLAIM_WAIT_MS = 150;
+// A tab that opens claims after this unless a leader answers its first ping
+// (a leader answers a tab it has not heard before at once, timers or not).
+export const START_WAIT_MS = 400;
 // A tab unheard for this long has died. Long: a hidden tab's timers may run
 // only once a minute, and a living tab must not lose its locks.
 export const TAB_SILENT_MS = 90000;
@@ -112,13 +115,17 @@ export function channelElection({ post, clientId, setTimeout, clearTimeout, now 
     start(lead, depose = noop) {
       onLead = lead;
       onDepose = depose;
-      // Hear a standing leader first; claim only after it has had time to ping.
-      leaderHeardAt = now();
+      // Hear a standing leader first: it answers our first ping straight away.
+      leaderHeardAt = now() - TAKEOVER_MS + START_WAIT_MS;
       ping();
     },
     onMessage(message) {
       if (stopped || !message || typeof message.from !== 'string' || message.from === clientId) return;
+      const newcomer = !heard.has(message.from);
       heard.set(message.from, now());
+      if (leading && newcomer && message.type === 'alive' && !message.leading) {
+        post({ type: 'alive', from: clientId, leading: true, epoch: mine.epoch });
+      }
       const other = { id: message.from, epoch: Number(message.epoch) || 0 };
       if (message.type === 'bye') heard.delete(message.from);
       if (message.type === 'bye' && leader && leader.id === message.from && !leading) {
