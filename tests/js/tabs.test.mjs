@@ -98,6 +98,7 @@ describe('relay', () => {
     await settle();
     assert.equal(follower.conn.state, 'reconnecting');
     assert.equal(follower.states.at(-1), 'reconnecting');
+    assert.ok(follower.conn.nextAttemptAt > clock.now(), 'the follower\'s pill counts down to the leader\'s next try');
   });
 
   test('a tab that joins later gets a ready of its own with the leader\'s current state', async () => {

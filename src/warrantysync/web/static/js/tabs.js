@@ -65,6 +65,7 @@ export function createSharedConnection(options) {
   let role = 'follower';
   let conn = null; // the connection.js this tab runs now (on a real or a relayed source)
   let leaderState = 'connecting';
+  let leaderNextAttemptAt = null; // when the leader tries again, as it last said
   let lastReady = null;
   let leaderId = null;
   let started = false;
@@ -117,6 +118,7 @@ export function createSharedConnection(options) {
         this.inner.onerror = (event) => {
           post({ type: 'error', from: clientId });
           if (this.onerror) this.onerror(event);
+          announce(); // with the new wait, for the followers' countdown
         };
         this.inner.onopen = (event) => { if (this.onopen) this.onopen(event); };
       }
@@ -128,6 +130,7 @@ export function createSharedConnection(options) {
           if (name === 'goodbye') post({ type: 'error', from: clientId });
           else post({ type: 'frame', from: clientId, name, data: event.data, lastEventId: event.lastEventId });
           fn(event);
+          if (name === 'goodbye') announce();
         });
       }
 
@@ -150,6 +153,7 @@ export function createSharedConnection(options) {
     } else if (message.type === 'state') {
       if (role === 'follower' && election.follows(message.from)) {
         leaderId = message.from;
+        leaderNextAttemptAt = Number.isFinite(message.nextAttemptAt) ? message.nextAttemptAt : null;
         showState(message.state);
       }
     } else if (role === 'leader') {
@@ -160,7 +164,7 @@ export function createSharedConnection(options) {
   function onLeaderMessage(message) {
     if (message.type === 'hello') {
       knownTabs.add(message.from);
-      post({ type: 'state', from: clientId, state: conn.state });
+      announce();
       if (conn.state === 'connected' && lastReady !== null) {
         const id = conn.lastEventId;
         const data = { ...JSON.parse(lastReady), ...currentState(), last_event_id: id };
@@ -198,16 +202,20 @@ export function createSharedConnection(options) {
       ...options, clientId: browserId, lastEventId: resumeFrom, heartbeatMs,
       EventSourceImpl: teeSource(options.EventSourceImpl),
       onStateChange(state) {
-        post({ type: 'state', from: clientId, state });
+        announce(state);
         showState(state);
       },
     });
-    post({ type: 'state', from: clientId, state: conn.state });
+    announce();
     showState(conn.state);
     conn.start();
     // The tab that led before may have crashed holding locks.
     if (previous && previous !== clientId) knownTabs.add(previous);
     sweep();
+  }
+
+  function announce(state = conn.state) {
+    post({ type: 'state', from: clientId, state, nextAttemptAt: conn ? conn.nextAttemptAt : null });
   }
 
   async function sweep() {
@@ -277,7 +285,8 @@ export function createSharedConnection(options) {
       return leaderState;
     },
     get nextAttemptAt() {
-      return role === 'leader' && conn ? conn.nextAttemptAt : null;
+      if (role === 'leader') return conn ? conn.nextAttemptAt : null;
+      return leaderNextAttemptAt;
     },
     get lastEventId() {
       return conn ? conn.lastEventId : null;
