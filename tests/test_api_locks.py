@@ -202,7 +202,7 @@ async def test_client_id_is_required_and_checked(as_user: As, world: World) -> N
     body = assert_error(await alice.lock(phone, "notes", None), 422, "validation_error")
     assert body["field"] == "X-Client-Id"
     # Latin-1 bytes arrive as "étab", "ü": letters, but not [A-Za-z0-9_-].
-    for bad in (b"", b"x" * 65, b"with space", b"\xe9tab", b"\xfc", b"a/b", b"a.b"):
+    for bad in (b"", b"x" * 65, b"with space", b"\xe9tab", b"\xfc", b"a/b", b"a.b.c", b".b", b"a."):
         headers = {**alice.csrf, "X-Client-Id": bad}  # type: ignore[dict-item]
         response = await alice.http.put(f"/api/cases/{phone}/locks/notes", headers=headers)
         assert_error(response, 422, "validation_error")

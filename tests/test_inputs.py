@@ -71,7 +71,9 @@ def test_a_new_cases_body_is_any_object_of_fields_in_order() -> None:
 def test_client_ids() -> None:
     assert client_id_of(request_with({})) is None
     assert client_id_of(request_with({"X-Client-Id": "tab-1_A"})) == "tab-1_A"
-    for bad in ("", "a b", "x" * 65, "a.b"):
+    # A tab under its browser's connection id (docs/protocol.md, "Tabs sharing one stream").
+    assert client_id_of(request_with({"X-Client-Id": "br0wser.tab-1"})) == "br0wser.tab-1"
+    for bad in ("", "a b", "x" * 65, "a.b.c", ".b", "a.", "x" * 32 + "." + "y" * 32):
         with pytest.raises(ValidationFailed) as refused:
             client_id_of(request_with({"X-Client-Id": bad}))
         assert refused.value.extra == {"field": "X-Client-Id", "rule": "client_id"}

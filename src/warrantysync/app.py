@@ -26,6 +26,7 @@ from .services.metrics import TASKS_SAMPLE_EVERY, Metrics
 from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
 from .services.streams import StreamConfig
+from .services.tabs import connection_of, release_connection
 from .services.trash import Trash
 from .storage.db import Database
 from .web import errors as web_errors
@@ -35,6 +36,7 @@ from .web.lane import App
 from .web.requestid import TrustedPeers
 from .web.routes import auth, cases, health, locks, pages, trash
 from .web.security import EdgeHeaders, PerIpLimit
+from .web.version import client_version
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
@@ -57,7 +59,11 @@ async def build_services(settings: Settings) -> Services:
     )
 
     async def attending(branch_id: int, user_id: int, client_id: str) -> bool:
-        return await presence.attending(branch_id=branch_id, user_id=user_id, client_id=client_id)
+        # A tab sharing its browser's stream attends while that stream does.
+        for stream_id in dict.fromkeys((client_id, connection_of(client_id))):
+            if await presence.attending(branch_id=branch_id, user_id=user_id, client_id=stream_id):
+                return True
+        return False
 
     lock_manager = LockManager(
         make_lock_backend(settings.redis_url),
@@ -71,8 +77,12 @@ async def build_services(settings: Settings) -> Services:
     )
 
     async def client_gone(branch_id: int, user_id: int, client_id: str) -> None:
-        await lock_manager.release_client(
-            branch_id=branch_id, user_id=user_id, client_id=client_id, reason="disconnected"
+        await release_connection(
+            lock_manager,
+            branch_id=branch_id,
+            user_id=user_id,
+            connection_id=client_id,
+            reason="disconnected",
         )
 
     presence = Presence(
@@ -108,6 +118,7 @@ async def build_services(settings: Settings) -> Services:
             lock_ttl_ms=int(settings.lock_ttl * 1000),
             max_frames=settings.stream_buffer,
             max_streams=settings.max_streams_per_user,
+            version=client_version(),
         ),
         limits=RateLimits(
             storage_url=settings.redis_url,

@@ -43,6 +43,8 @@ class StreamConfig:
     lock_ttl_ms: int
     max_frames: int = 512
     max_streams: int | None = None  # per user, counted by presence; None: no cap
+    # The client version ``ready`` carries (web/version.py); None leaves it out.
+    version: str | None = None
 
 
 class Stream:
@@ -181,4 +183,6 @@ class Stream:
             "lock_ttl_ms": self.config.lock_ttl_ms,
             "server_time": time.time(),
         }
+        if self.config.version is not None:
+            payload["version"] = self.config.version
         return encode(READY, dumps(payload), caught_up)

@@ -38,6 +38,17 @@ from ..services.restore import NOT_SENT
 
 # [A-Za-z0-9_-] exactly: str.isalnum() would also let "é" or "²" through.
 CLIENT_ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
+CLIENT_ID_RULE = "must be 1..64 letters, digits, '-' or '_'; one '.' may join two parts"
+
+
+def valid_client_id(value: str) -> bool:
+    """``[A-Za-z0-9_-]+``, or ``<connection>.<tab>`` (services/tabs.py); 64 characters at most."""
+    if not 1 <= len(value) <= 64:
+        return False
+    parts = value.split(".")
+    return len(parts) <= 2 and all(
+        part and all(c in CLIENT_ID_CHARS for c in part) for part in parts
+    )
 
 
 def client_id_of(request: Request) -> str | None:
@@ -45,9 +56,9 @@ def client_id_of(request: Request) -> str | None:
     value = request.headers.get("x-client-id")
     if value is None:
         return None
-    if not 1 <= len(value) <= 64 or not all(c in CLIENT_ID_CHARS for c in value):
+    if not valid_client_id(value):
         raise ValidationFailed(
-            "X-Client-Id: must be 1..64 letters, digits, '-' or '_'",
+            f"X-Client-Id: {CLIENT_ID_RULE}",
             field="X-Client-Id",
             rule="client_id",
         )

@@ -18,7 +18,7 @@ from ...errors import NotAuthenticated, Unavailable, ValidationFailed
 from ...ids import ID_RULE, parse_id
 from ...services.streams import Stream
 from ..deps import optional_principal
-from ..inputs import CLIENT_ID_CHARS
+from ..inputs import CLIENT_ID_RULE, valid_client_id
 from ..sse import EventStreamResponse
 
 PATH = re.compile(r"/api/branches/([^/]+)/events")
@@ -27,9 +27,9 @@ PATH = re.compile(r"/api/branches/([^/]+)/events")
 def _client_id(raw: str | None) -> str:
     if raw is None or raw == "":
         return secrets.token_urlsafe(12)
-    if len(raw) > 64 or not all(c in CLIENT_ID_CHARS for c in raw):
+    if not valid_client_id(raw):
         raise ValidationFailed(
-            "client_id: must be 1..64 letters, digits, '-' or '_'",
+            f"client_id: {CLIENT_ID_RULE}",
             field="client_id",
             rule="client_id",
         )

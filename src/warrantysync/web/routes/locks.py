@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from ...errors import ValidationFailed
 from ...services.fields import check_field_name
 from ...services.locks import Owner
 from ...storage.models import Role
 from ..deps import Id, ServicesDep, Writer
 from ..errors import json_response
-from ..inputs import client_id_of, required_client_id
+from ..inputs import CLIENT_ID_RULE, client_id_of, required_client_id, valid_client_id
 
 router = APIRouter(prefix="/api")
 
@@ -51,5 +52,20 @@ async def release(
         client_id=client_id,
         force=role == Role.manager,
         name=principal.name,
+    )
+    return Response(status_code=204)
+
+
+@router.delete("/branches/{branch_id}/clients/{client_id}/locks", status_code=204)
+async def release_client(
+    branch_id: Id, client_id: str, principal: Writer, services: ServicesDep
+) -> Response:
+    """Release every lock one of your own tabs holds on the branch (it closed or crashed)."""
+    await services.accounts.branch_access(user_id=principal.user_id, branch_id=branch_id)
+    if not valid_client_id(client_id):
+        raise ValidationFailed(f"client_id: {CLIENT_ID_RULE}", field="client_id", rule="client_id")
+    await services.limits.hit_lock(principal.user_id)
+    await services.locks.release_client(
+        branch_id=branch_id, user_id=principal.user_id, client_id=client_id, reason="released"
     )
     return Response(status_code=204)

@@ -19,6 +19,7 @@ from ...errors import NotFound, Unavailable
 from ...jsonutil import dumps_str
 from ...services.accounts import Principal
 from ..deps import SESSION_COOKIE, Id, ServicesDep, check_origin, optional_principal, read_body
+from ..version import client_version
 
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 # The logout form carries one CSRF token; nothing legitimate comes near this.
@@ -169,6 +170,8 @@ async def _table_page(
         "fields": client_table(),
         # The case whose panel the page opens (its own URL), or null.
         "open_case": case_id,
+        # Compared with `ready`'s version; names the channel tabs share (tabs.js).
+        "version": client_version(),
         **services.settings.client_config(),
     }
     return templates.TemplateResponse(

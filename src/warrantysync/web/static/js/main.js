@@ -4,18 +4,20 @@
 // and <div id="app">; everything else is built here (CSP: no inline script).
 
 import { createApi } from './api.js';
-import { createConnection } from './connection.js';
 import { createDrafts, draftsKey } from './drafts.js';
 import { installFields, labelOf } from './fields.js';
 import { createLocks } from './locks.js';
 import { createSaver, retryToastKey } from './saver.js';
 import { createStore } from './store.js';
 import { createSync } from './sync.js';
+import { createSharedConnection } from './tabs.js';
 import { createUndo, undoKey } from './undo.js';
 import { createView } from './view.js';
 
-const CLIENT_ID_KEY = 'warrantysync:client_id';
-const CLIENT_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const CLIENT_ID_KEY = 'warrantysync:tab_id';
+const BROWSER_ID_KEY = 'warrantysync:browser_id';
+const RELOADED_FOR_KEY = 'warrantysync:reloaded_for';
+const CLIENT_ID_RE = /^[A-Za-z0-9_-]{1,31}$/;
 
 function readConfig() {
   const raw = JSON.parse(document.getElementById('ws-config').textContent);
@@ -24,9 +26,35 @@ function readConfig() {
 }
 
 function randomId() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  // randomUUID needs a secure context; plain-http LAN installs still have getRandomValues.
-  return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, '0')).join('');
+  // Hex, 24 digits: a tab's client id is `<browser>.<tab>`, at most 64 characters.
+  return [...crypto.getRandomValues(new Uint8Array(12))].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** One id per browser profile: its tabs share the stream opened with it (tabs.js). */
+function browserId() {
+  const storage = safeStorage();
+  let id = null;
+  try { id = storage && storage.getItem(BROWSER_ID_KEY); } catch { /* ignore */ }
+  if (id && CLIENT_ID_RE.test(id)) return id;
+  id = randomId();
+  try { if (storage) storage.setItem(BROWSER_ID_KEY, id); } catch { /* ignore */ }
+  return id;
+}
+
+/** The server runs another client version than this page: reload, once per version. */
+function reloadForVersion(config, data) {
+  if (!data.version || !config.version || data.version === config.version) return;
+  try {
+    if (sessionStorage.getItem(RELOADED_FOR_KEY) === data.version) return;
+    sessionStorage.setItem(RELOADED_FOR_KEY, data.version);
+  } catch { /* ignore */ }
+  location.reload();
+}
+
+function lockHolderMessage(result, userId) {
+  const holder = result.holder;
+  if (holder && holder.id === userId) return 'Open in your other tab';
+  return holder && holder.name ? `Locked by ${holder.name}` : result.message;
 }
 
 /**
@@ -75,7 +103,9 @@ function start() {
   const config = readConfig();
   installFields(config.fields);
   const branchId = config.branch_id;
-  const clientId = tabClientId();
+  const tabId = tabClientId();
+  const browser = browserId();
+  const clientId = `${browser}.${tabId}`;
   const timers = { setTimeout: (fn, ms) => window.setTimeout(fn, ms), clearTimeout: (id) => window.clearTimeout(id) };
   const api = createApi({ fetch: (...args) => window.fetch(...args), csrfToken: config.csrf_token, clientId });
   const userId = config.user.id;
@@ -144,16 +174,22 @@ function start() {
     onError: (error) => { if (error.status === 401) onUnauthorized(); },
   });
 
-  const connection = createConnection({
-    url: `/api/branches/${branchId}/events`, clientId, EventSourceImpl: window.EventSource, ...timers,
+  const connection = createSharedConnection({
+    url: `/api/branches/${branchId}/events`, browserId: browser, tabId, version: config.version, branchId,
+    locks: navigator.locks || null, BroadcastChannelImpl: window.BroadcastChannel || null,
+    currentState: () => ({ locks: store.allLocks(), presence: store.presence(), live_state: store.liveState() }),
+    releaseTab: (id) => api.del(`/api/branches/${branchId}/clients/${encodeURIComponent(id)}/locks`),
+    EventSourceImpl: window.EventSource, ...timers,
     reconnectDelaysMs: config.RECONNECT_DELAYS_MS, heartbeatMs: config.HEARTBEAT_MS,
     probe: () => window.fetch('/healthz', { cache: 'no-store', credentials: 'omit' }).then((r) => r.ok, () => false),
     isOnline: () => navigator.onLine !== false,
     onEvent(name, data, id) {
+      if (name === 'ready') reloadForVersion(config, data);
       locks.handleEvent(name, data);
       if (!store.applyEvent(name, data, id)) sync.now();
     },
     onStateChange: (state) => view.setConnectionState(state),
+    onRoleChange: (role) => view.setStreamRole(role),
     onResync: (reason) => sync.now({ force: reason === 'sync-required' }),
   });
 
@@ -192,8 +228,7 @@ function start() {
       store.clearFocus(caseId, field);
       // Text typed before the refusal goes; a draft kept from an earlier lock stays.
       if (!saver.isHeld(caseId, field)) saver.discard(caseId, field);
-      const holder = result.holder && result.holder.name;
-      return { ok: false, message: holder ? `Locked by ${holder}` : result.message };
+      return { ok: false, message: lockHolderMessage(result, userId) };
     },
     /** Editing ended; `save: false` when the lock was lost and the text stays a draft. */
     blurField(caseId, field, { save = true } = {}) {
@@ -249,6 +284,7 @@ function start() {
 
   view = createView({ root: document.getElementById('app'), config, store, actions });
   view.mount();
+  view.setStreamRole(connection.role);
   view.setConnectionInfo({
     nextAttemptAt: () => connection.nextAttemptAt,
     online: () => navigator.onLine !== false,
@@ -286,9 +322,11 @@ function start() {
   window.addEventListener('pagehide', () => {
     locks.releaseAll();
     undo.park();
+    connection.close();
   });
-  // As the client id: a duplicate of this tab must not find this tab's stacks.
-  window.addEventListener('pageshow', (event) => { if (event.persisted) undo.unpark(); });
+  // Back from the back/forward cache with the shared stream closed: start
+  // afresh (the undo stacks parked above come back with the reload).
+  window.addEventListener('pageshow', (event) => { if (event.persisted) location.reload(); });
 
   loadMe();
   sync.start();

@@ -148,7 +148,9 @@ export function createGrid(ctx, { table, panel, actions, toast, peek, openHelp, 
     const { caseId, field, control } = where;
     const lock = ctx.store.lockedByOther(caseId, field);
     if (lock) {
-      toast(`Locked by ${(lock.user && lock.user.name) || 'someone else'}: you can read it, not change it now.`, 'info');
+      const own = lock.user && lock.user.id === ctx.store.userId;
+      toast(own ? 'Open in your other tab: edit it there, or close it there first.'
+        : `Locked by ${(lock.user && lock.user.name) || 'someone else'}: you can read it, not change it now.`, 'info');
       return;
     }
     if (ctx.readOnly() && text !== undefined) {

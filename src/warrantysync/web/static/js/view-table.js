@@ -62,7 +62,9 @@ export function decorate(holder, control, caseId, field, ctx) {
   if (lock) {
     const name = (lock.user && lock.user.name) || 'someone';
     holder.dataset.lockedBy = name;
-    holder.title = `Locked by ${name}`;
+    // The user's own lock from another tab of theirs: that tab is where to edit it.
+    const said = lock.user && lock.user.id === ctx.store.userId ? 'open in your other tab' : `locked by ${name}`;
+    holder.title = said[0].toUpperCase() + said.slice(1);
     // Managers may take a lock away (docs/protocol.md, Locks): their badge is a button.
     const canForce = ctx.role() === 'manager' && typeof ctx.forceRelease === 'function';
     if (badge && (badge.tagName === 'BUTTON') !== canForce) {
@@ -88,7 +90,7 @@ export function decorate(holder, control, caseId, field, ctx) {
     badge.replaceChildren(`🔒 ${initials(name)}`, ...(badge.tagName === 'BUTTON'
       ? [h('span', { class: 'visually-hidden', text: ` — release ${name}'s lock on this field` })] : []));
     // Said to screen readers too: the lock is more than a colour and a glyph.
-    control.setAttribute('aria-label', `${control.dataset.label}, locked by ${name}`);
+    control.setAttribute('aria-label', `${control.dataset.label}, ${said}`);
   } else {
     delete holder.dataset.lockedBy;
     holder.removeAttribute('title');

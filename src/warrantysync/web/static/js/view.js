@@ -21,6 +21,15 @@ const CONNECTION_LABELS = {
   reconnecting: ['Reconnecting…', 'Connection lost; trying again. Your edits are kept.'],
   offline: ['Offline', 'No connection. Your edits are kept and saved when it returns.'],
 };
+// A stream still not open after this long is stuck, most often behind the browser's
+// six connections per host over plain HTTP/1.1 (docs/protocol.md, "Tabs sharing one stream").
+export const STALLED_AFTER_MS = 8000;
+export const STALLED_LABEL = Object.freeze([
+  'Not live: too many connections — close other tabs or windows of this site',
+  'The browser is not opening the live connection: over plain HTTP/1.1 it allows only six connections '
+  + 'to one server, and other tabs or windows of this site hold them. Close some of them, or ask your '
+  + 'administrator to serve the site over HTTPS (HTTP/2). Your edits are kept.',
+]);
 // Shown while the server cannot know locks and presence (live_state "unavailable").
 export const LIVE_STATE_UNAVAILABLE = 'Live locks are unavailable; your saves are still checked against changes by others';
 const MAX_AVATARS = 6;
@@ -384,6 +393,7 @@ export function createView({ root, config, store, actions }) {
   // Connection pill: says whether the network or the server is away, and when it tries again.
   let connectionInfo = { nextAttemptAt: () => null, online: () => true, retryNow: () => {} };
   let connectionState = 'connecting';
+  let liveUntil = Date.now(); // the stream was last live then (or the page opened)
   let countdown = null;
   function renderPill() {
     const state = connectionState;
@@ -397,6 +407,8 @@ export function createView({ root, config, store, actions }) {
       label = 'Offline — no network';
     } else if (state === 'reconnecting' && seconds) {
       label = `Reconnecting in ${seconds} s…`;
+    } else if (stalled(state, seconds)) {
+      [label, help] = STALLED_LABEL;
     }
     pill.dataset.state = state;
     pill.title = help;
@@ -404,7 +416,15 @@ export function createView({ root, config, store, actions }) {
     retry.hidden = state === 'connected' || state === 'connecting';
   }
 
+  // A server that is away fails fast and turns the pill offline; a stream that
+  // neither opens nor fails is waiting for a connection the browser will not give.
+  function stalled(state, seconds) {
+    return (state === 'connecting' || state === 'reconnecting') && !seconds
+      && Date.now() - liveUntil > STALLED_AFTER_MS && connectionInfo.online();
+  }
+
   function setConnectionState(state) {
+    if (state === 'connected' || connectionState === 'connected') liveUntil = Date.now();
     connectionState = state;
     clearInterval(countdown);
     countdown = state === 'connected' ? null : setInterval(renderPill, 1000);
@@ -454,6 +474,10 @@ export function createView({ root, config, store, actions }) {
       applyFilters();
     },
     setConnectionState,
+    /** `leader`, `follower` (the stream is another tab's) or `alone`: #connection-status[data-stream]. */
+    setStreamRole(role) {
+      pill.dataset.stream = role;
+    },
     /** Where the pill learns when the next try is and whether the network is there. */
     setConnectionInfo(info) {
       connectionInfo = { ...connectionInfo, ...info };
