@@ -24,6 +24,7 @@ from ..jsonutil import dumps_str, loads
 from ..storage import outbox
 from ..storage.db import Database
 from ..storage.models import AuditEntry, Branch, Membership, User, WarrantyCase, table, utcnow
+from . import caselist
 from . import fields as F
 from .events import CASE_CREATED, CASE_DELETED, CASE_UPDATED, Event
 from .idempotency import Replay, store_answer
@@ -74,6 +75,34 @@ class CaseService:
                 .order_by(CASES.c.id)
             )
             return [case_json(row._mapping) for row in rows], head
+
+    async def page(self, *, branch_id: int, query: caselist.ListQuery) -> tuple[caselist.Page, int]:
+        """One page of the list ``query`` asks for, and the event id it is consistent with."""
+        async with self.db.snapshot() as session:
+            head = await outbox.head(session, branch_id=branch_id)
+            members: list[tuple[int, str]] = []
+            if query.sort == "assignee_id":
+                found = await session.execute(
+                    select(User.id, User.name)
+                    .join(Membership, Membership.user_id == User.id)
+                    .where(Membership.branch_id == branch_id)
+                )
+                members = [(uid, name) for uid, name in found]
+            rows, more, total = await caselist.read_page(
+                session, branch_id=branch_id, query=query, members=members
+            )
+        sort = None if query.sort == "case_number" else query.sort
+        cursors = [
+            caselist.encode_cursor(query, None if sort is None else row._mapping[sort], row.id)
+            for row in rows
+        ]
+        page = caselist.Page(
+            cases=[case_json(row._mapping) for row in rows],
+            cursors=cursors,
+            next_cursor=cursors[-1] if more and cursors else None,
+            total=total,
+        )
+        return page, head
 
     async def get(self, *, case_id: int) -> dict[str, Any]:
         async with self.db.read() as session:

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
 from sqlalchemy.types import TypeEngine
 
-from ..casefields import FIELD, Priority, Status
+from ..casefields import FIELD, SEARCHABLE, SORTABLE, Priority, Status
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -187,7 +187,25 @@ class WarrantyCase(Base):
     # Deleted cases stay for their audit trail; every read filters them out.
     deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, default=None)
 
-    __table_args__ = (Index("ix_warranty_cases_branch_live", "branch_id", "deleted_at"),)
+    # The case list's indexes (migration 0003, docs/protocol.md "Listing cases"):
+    # one ordered range per sortable column, and one that holds every column
+    # the filters and the search read.
+    __table_args__ = (
+        Index("ix_warranty_cases_list_id", "branch_id", "deleted_at", "id"),
+        *(
+            Index(f"ix_warranty_cases_list_{name}", "branch_id", "deleted_at", name, "id")
+            for name in SORTABLE
+            if name != "case_number"
+        ),
+        Index(
+            "ix_warranty_cases_search",
+            "branch_id",
+            "deleted_at",
+            "status",
+            "assignee_id",
+            *SEARCHABLE,
+        ),
+    )
 
 
 class AuditEntry(Base):
