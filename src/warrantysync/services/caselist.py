@@ -30,9 +30,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import KeyedColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from ..casefields import FIELD, SEARCHABLE, SORTABLE, Status
 from ..errors import ValidationFailed
@@ -45,6 +48,7 @@ PARAMETERS = frozenset({"limit", "cursor", "until", "q", "status", "assignee", "
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 MAX_QUERY = 200
+SEARCH_INDEX = "ix_warranty_cases_search"
 DEFAULT_SORT = "-case_number"
 # The default view of the bundled page: the open work.
 OPEN_STATUSES = tuple(s.value for s in Status if s not in (Status.closed, Status.rejected))
@@ -92,8 +96,12 @@ class ListQuery:
             ]
         ).decode()
 
-    def filters(self) -> list[ColumnElement[bool]]:
-        """What a row must satisfy, beyond being a live case of the branch."""
+    def filters(self, dialect: str) -> list[ColumnElement[bool]]:
+        """What a row must satisfy, beyond being a live case of the branch.
+
+        The search ignores case: SQLite's ``LIKE`` folds ASCII letters, and
+        MariaDB's ``_ci`` collations fold case; PostgreSQL needs ``ILIKE``.
+        """
         where: list[ColumnElement[bool]] = []
         if self.statuses:
             where.append(CASES.c.status.in_(self.statuses))
@@ -103,7 +111,11 @@ class ListQuery:
             where.append(CASES.c.assignee_id == self.assignee)
         if self.q:
             pattern = "%" + _escape_like(self.q) + "%"
-            where.append(or_(*(CASES.c[name].ilike(pattern, escape="\\") for name in SEARCHABLE)))
+            columns = [CASES.c[name] for name in SEARCHABLE]
+            if dialect == "postgresql":
+                where.append(or_(*(c.ilike(pattern, escape="\\") for c in columns)))
+            else:
+                where.append(or_(*(c.like(pattern, escape="\\") for c in columns)))
         return where
 
 
@@ -271,6 +283,16 @@ class Order:
     rank: dict[Any, int]
     other: int | None = None  # the rank of values not in ``rank`` (former members)
 
+    def rank_expression(self) -> ColumnElement[int] | None:
+        """The segment each row falls in, as SQL (None for a one-segment order)."""
+        if len(self.segments) == 1:
+            return None
+        return case(*((and_(*seg.where), n) for n, seg in enumerate(self.segments)))
+
+    @property
+    def column(self) -> Column | None:
+        return next((seg.column for seg in self.segments if seg.column is not None), None)
+
     def rank_of(self, value: Any) -> int:
         if value in self.rank:
             return self.rank[value]
@@ -315,10 +337,6 @@ def order_of(query: ListQuery, members: Sequence[tuple[int, str]]) -> Order:
             other=0,
         )
     return Order((Segment((), column),), desc, {}, other=0)
-
-
-def _sort_value(query: ListQuery, row: Any) -> Any:
-    return None if query.sort == "case_number" else row._mapping[query.sort]
 
 
 def _after(segment: Segment, key: Key, desc: bool, inclusive: bool = False) -> ColumnElement[bool]:
@@ -375,23 +393,98 @@ async def read_page(
     branch_id: int,
     query: ListQuery,
     members: Sequence[tuple[int, str]],
-    count: bool = True,
 ) -> tuple[list[Any], bool, int]:
     """The page's rows, whether more follow in the range asked for, and the total matches."""
-    base = [CASES.c.branch_id == branch_id, CASES.c.deleted_at.is_(None), *query.filters()]
+    dialect = session.get_bind().dialect.name
+    base = [CASES.c.branch_id == branch_id, CASES.c.deleted_at.is_(None), *query.filters(dialect)]
     order = order_of(query, members)
-    rows: list[Any] = []
     want = query.limit + 1  # one more: whether another page follows
-    for statement in _statements(query, order, base):
-        result = await session.execute(statement.limit(want - len(rows)))
-        rows.extend(result.all())
-        if len(rows) >= want:
-            break
-    more = len(rows) > query.limit
-    total = 0
-    if count:
-        total = int(await session.scalar(select(func.count()).select_from(CASES).where(*base)) or 0)
-    return rows[: query.limit], more, total
+    if query.q:
+        rows, total = await _searched(session, query, order, base, want)
+    else:
+        total = await _count(session, base)
+        rows = []
+        for statement in _statements(query, order, base) if total else []:
+            result = await session.execute(statement.limit(want - len(rows)))
+            rows.extend(result.all())
+            if len(rows) >= want:
+                break
+    return rows[: query.limit], len(rows) > query.limit, total
+
+
+async def _count(session: AsyncSession, where: list[ColumnElement[bool]]) -> int:
+    return int(await session.scalar(select(func.count()).select_from(CASES).where(*where)) or 0)
+
+
+async def _searched(
+    session: AsyncSession,
+    query: ListQuery,
+    order: Order,
+    base: list[ColumnElement[bool]],
+    want: int,
+) -> tuple[list[Any], int]:
+    """A search's page and its total, from the index that holds every searched and sorted column.
+
+    A search tests every row of the branch. Walking a sort index and testing
+    each row would read the rows of every non-match (their notes and all);
+    the wide index answers the search and the order on its own, and only the
+    page's rows are read. The first page counts the matches in the same pass.
+    The planners of SQLite and MariaDB would rather walk the sort index to
+    skip the sort, so MariaDB is told which index to use and SQLite's sort
+    keys are ``Unindexed``.
+    """
+    rank = order.rank_expression()
+    where = list(base)
+    for key, inclusive in ((query.after, False), (query.until, True)):
+        if key is None:
+            continue
+        at = order.rank_of(key.value)
+        within = _after(order.segments[at], key, order.descending, inclusive=inclusive)
+        if rank is None:
+            where.append(within)
+        else:
+            beyond = rank < at if inclusive else rank > at
+            where.append(or_(beyond, and_(rank == at, within)))
+    keys: list[ColumnElement[Any]] = [] if rank is None else [rank]
+    direction = [] if order.column is None else [order.column]
+    direction.append(CASES.c.id)
+    keys += [Unindexed(k).desc() if order.descending else Unindexed(k).asc() for k in direction]
+    first = query.after is None and query.until is None
+    counted = [func.count().over()] if first else []
+    statement = select(CASES.c.id, *counted).where(*where).order_by(*keys).limit(want)
+    for dialect in ("mysql", "mariadb"):
+        statement = statement.with_hint(CASES, f"FORCE INDEX ({SEARCH_INDEX})", dialect)
+    found = (await session.execute(statement)).all()
+    if first:
+        total = int(found[0][1]) if found else 0
+    else:
+        total = await _count(session, base)
+    ids = [row[0] for row in found]
+    if not ids:
+        return [], total
+    rows = {row.id: row for row in await session.execute(select(CASES).where(CASES.c.id.in_(ids)))}
+    return [rows[i] for i in ids if i in rows], total
+
+
+class Unindexed(ColumnElement[Any]):
+    """A sort key no index may serve: SQLite's ``+column`` (a no-op on any value)."""
+
+    inherit_cache = True
+    _traverse_internals = [("inner", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, inner: ColumnElement[Any]) -> None:
+        self.inner = inner
+        self.type = inner.type
+
+
+@compiles(Unindexed)
+def _plain_key(element: Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.inner, **kw)
+
+
+@compiles(Unindexed, "sqlite")
+def _sqlite_key(element: Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + compiler.process(element.inner, **kw)
 
 
 def _escape_like(text: str) -> str:

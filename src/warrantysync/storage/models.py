@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
@@ -188,22 +189,32 @@ class WarrantyCase(Base):
     deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, default=None)
 
     # The case list's indexes (migration 0003, docs/protocol.md "Listing cases"):
-    # one ordered range per sortable column, and one that holds every column
-    # the filters and the search read.
+    # one ordered range of the branch's live cases per sortable column, and one
+    # that holds every column the filters, the search and the sorts read. On
+    # MariaDB, which has no partial indexes, the migration puts deleted_at
+    # second instead of the WHERE.
     __table_args__ = (
-        Index("ix_warranty_cases_list_id", "branch_id", "deleted_at", "id"),
         *(
-            Index(f"ix_warranty_cases_list_{name}", "branch_id", "deleted_at", name, "id")
+            Index(
+                f"ix_warranty_cases_list_{'id' if name == 'case_number' else name}",
+                "branch_id",
+                *([] if name == "case_number" else [name]),
+                "id",
+                postgresql_where=text("deleted_at IS NULL"),
+                sqlite_where=text("deleted_at IS NULL"),
+            )
             for name in SORTABLE
-            if name != "case_number"
         ),
         Index(
             "ix_warranty_cases_search",
             "branch_id",
-            "deleted_at",
             "status",
             "assignee_id",
+            "priority",
+            "purchase_date",
             *SEARCHABLE,
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
         ),
     )
 
