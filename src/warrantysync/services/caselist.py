@@ -213,6 +213,12 @@ def _json(value: Any) -> Any:
     return value
 
 
+def key_of(query: ListQuery, row: Any) -> Key:
+    """The position just after ``row`` (a row of the cases table) in ``query``'s order."""
+    value = None if query.sort == "case_number" else row._mapping[query.sort]
+    return Key(value, row.id)
+
+
 def encode_cursor(query: ListQuery, value: Any, case_id: int) -> str:
     raw = dumps([query.sort_token, _json(value), case_id])
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -393,18 +399,23 @@ async def read_page(
     branch_id: int,
     query: ListQuery,
     members: Sequence[tuple[int, str]],
+    count: bool = True,
 ) -> tuple[list[Any], bool, int]:
-    """The page's rows, whether more follow in the range asked for, and the total matches."""
+    """The page's rows, whether more follow in the range asked for, and the total matches.
+
+    ``count=False`` skips counting where it would cost a pass of its own
+    (the total is then 0, or what the first page of a search counted anyway).
+    """
     dialect = session.get_bind().dialect.name
     base = [CASES.c.branch_id == branch_id, CASES.c.deleted_at.is_(None), *query.filters(dialect)]
     order = order_of(query, members)
     want = query.limit + 1  # one more: whether another page follows
     if query.q:
-        rows, total = await _searched(session, query, order, base, want)
+        rows, total = await _searched(session, query, order, base, want, count)
     else:
-        total = await _count(session, base)
+        total = await _count(session, base) if count else 0
         rows = []
-        for statement in _statements(query, order, base) if total else []:
+        for statement in _statements(query, order, base) if total or not count else []:
             result = await session.execute(statement.limit(want - len(rows)))
             rows.extend(result.all())
             if len(rows) >= want:
@@ -422,6 +433,7 @@ async def _searched(
     order: Order,
     base: list[ColumnElement[bool]],
     want: int,
+    count: bool,
 ) -> tuple[list[Any], int]:
     """A search's page and its total, from the index that holds every searched and sorted column.
 
@@ -458,7 +470,7 @@ async def _searched(
     if first:
         total = int(found[0][1]) if found else 0
     else:
-        total = await _count(session, base)
+        total = await _count(session, base) if count else 0
     ids = [row[0] for row in found]
     if not ids:
         return [], total
@@ -502,6 +514,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "is_list_query",
+    "key_of",
     "order_of",
     "parse",
     "read_page",
