@@ -89,6 +89,20 @@ export function createStore({ clientId, userId }) {
     notify({ type: 'deleted', caseId, remote, by, discardedEdits: discarded });
   }
 
+  /**
+   * Let go of a case the table no longer shows (it is still in the branch):
+   * its values go, so memory stays with the window. Never one with unsaved text.
+   */
+  function forgetCase(caseId) {
+    if (!cases.has(caseId) || editsFor(caseId).size || (focus && focus.caseId === caseId)) return false;
+    cases.delete(caseId);
+    origin.delete(caseId);
+    const prefix = `${caseId}:`;
+    for (const key of [...saveStates.keys()]) if (key.startsWith(prefix)) saveStates.delete(key);
+    notify({ type: 'forgotten', caseId });
+    return true;
+  }
+
   function applyCaseUpdated(data, eventId) {
     const caseId = data.case_id;
     const current = cases.get(caseId);
@@ -167,8 +181,11 @@ export function createStore({ clientId, userId }) {
    * Merge `{cases, locks, presence, last_event_id}` from GET …/cases.
    * `ephemeral: false` keeps locks and presence as the stream has them: once
    * connected, the ordered stream is fresher than a snapshot fetched beside it.
+   * A page of the list holds only some of the branch's cases: `keep(id)` says
+   * which of the others are still wanted, and the rest are forgotten rather
+   * than deleted (`whole: false` leaves them all).
    */
-  function applySnapshot(snapshot, { ephemeral = true } = {}) {
+  function applySnapshot(snapshot, { ephemeral = true, keep = null, whole = true } = {}) {
     const head = Number(snapshot.last_event_id ?? 0);
     const seen = new Set();
     for (const json of snapshot.cases || []) {
@@ -177,9 +194,11 @@ export function createStore({ clientId, userId }) {
       const later = Number.isFinite(known) && known > head;
       applyCase(json, { remote: true, snapshot: true, eventId: later ? known : head });
     }
-    for (const id of [...cases.keys()]) {
+    for (const id of whole ? [...cases.keys()] : []) {
       // Created after the snapshot was taken (or our own, echo pending): keep.
-      if (!seen.has(id) && (origin.get(id) ?? 0) <= head) removeCase(id, { remote: true });
+      if (seen.has(id) || (origin.get(id) ?? 0) > head) continue;
+      if (keep === null) removeCase(id, { remote: true });
+      else if (!keep(id)) forgetCase(id);
     }
     if (ephemeral && Array.isArray(snapshot.locks)) replaceLocks(snapshot.locks);
     if (ephemeral && Array.isArray(snapshot.presence)) setPresence(snapshot.presence);
@@ -248,6 +267,7 @@ export function createStore({ clientId, userId }) {
     /** Our own POST answer: keep it through snapshots until its event arrives. */
     addOwnCase: (json) => applyCase(json, { eventId: Infinity }),
     removeCase,
+    forgetCase,
     getCase: (caseId) => cases.get(caseId) ?? null,
     allCases: () => [...cases.values()],
     /** A 409 told us the current value but not the version. */

@@ -3,7 +3,8 @@
 // the store, and turns user gestures into calls on `actions` (see main.js).
 
 import { colourSlot, flash, h, initials, todayIn } from './dom.js';
-import { choicesOf, editableFields, memberRolesOf } from './fields.js';
+import { createCaseWindow, DEFAULT_SORT } from './caselist.js';
+import { choicesOf, editableFields, memberRolesOf, searchableFields } from './fields.js';
 import { fittingColumns } from './grid.js';
 import {
   createConfirmDialog, createConflictDialog, createHelpDialog, createNewCaseDialog, createPasswordDialog, createToasts,
@@ -12,7 +13,9 @@ import { createGrid } from './view-grid.js';
 import { createPanel, describeFull, describeValue } from './view-panel.js';
 import { createPeek } from './view-peek.js';
 import { createCaseSheet } from './view-print.js';
+import { createListView } from './view-list.js';
 import { COLUMNS, createTable } from './view-table.js';
+import { createToolbar } from './view-toolbar.js';
 
 const CONNECTION_LABELS = {
   connecting: ['Connecting…', 'Opening the live connection'],
@@ -23,7 +26,8 @@ const CONNECTION_LABELS = {
 // Shown while the server cannot know locks and presence (live_state "unavailable").
 export const LIVE_STATE_UNAVAILABLE = 'Live locks are unavailable; your saves are still checked against changes by others';
 const MAX_AVATARS = 6;
-const SEARCH_DEBOUNCE_MS = 150;
+// A change to cases outside the window may bring some in: re-read it once per burst.
+const REFRESH_AFTER_MS = 400;
 const COLUMNS_KEY = 'warrantysync:columns';
 
 function buildContext(config, store, actions) {
@@ -66,6 +70,18 @@ function buildContext(config, store, actions) {
   return ctx;
 }
 
+/** The server's order of the assignee column: members by name (ignoring case), then id. */
+function memberOrder(members) {
+  const fold = (name) => String(name).toLowerCase();
+  const sorted = [...members].sort((a, b) => {
+    const x = fold(a.name);
+    const y = fold(b.name);
+    return x === y ? a.id - b.id : x < y ? -1 : 1;
+  });
+  const rank = new Map(sorted.map((m, index) => [m.id, index]));
+  return { memberRank: (id) => rank.get(Number(id)) ?? null, memberCount: () => sorted.length };
+}
+
 function storage() {
   try {
     return window.localStorage;
@@ -77,7 +93,8 @@ function storage() {
 /**
  * @param {{root: HTMLElement, config: object, store: object, actions: object}} options
  * actions: edit, focusField, blurField, discard, isDraft, saveDraft, discardDraft, forceRelease,
- * createCase, deleteCase, loadHistory, changePassword, logout, switchBranch
+ * createCase, deleteCase, loadHistory, changePassword, logout, switchBranch,
+ * loadList(query) (one page of GET …/cases), loadCase(id), importCsv(file, dryRun), refresh() (the periodic sync, now)
  */
 export function createView({ root, config, store, actions }) {
   const ctx = buildContext(config, store, actions);
@@ -90,7 +107,11 @@ export function createView({ root, config, store, actions }) {
   const peek = createPeek(ctx);
   const sheet = createCaseSheet(ctx, { branchName: config.branch_name || '' });
   const caseUrl = (id) => `/branch/${config.branch_id}/cases/${id}`;
-  const table = createTable(ctx, { onOpen: (id) => panel.open(id) });
+  const table = createTable(ctx, { onOpen: (id) => panel.open(id), onSort: (field) => sortBy(field) });
+  const isBusy = (id) => table.rowHasFocus(id) || store.editsFor(id).size > 0 || panel.caseId === id;
+  const list = createCaseWindow({
+    userId: ctx.userId, getCase: store.getCase, isBusy, searchable: searchableFields(), order: memberOrder(ctx.members),
+  });
   const panel = createPanel(ctx, {
     actions, toast, confirm, link: (id) => new URL(caseUrl(id), location.href).href,
     onShown: (id) => showUrl(id),
@@ -137,19 +158,14 @@ export function createView({ root, config, store, actions }) {
       h('div', { class: 'user-menu-wrap' }, userButton, userMenu)));
 
   // Toolbar
-  const search = h('input', { type: 'search', id: 'search', class: 'search', placeholder: 'Search cases  ( / )', 'aria-label': 'Search cases', autocomplete: 'off' });
-  const statusFilter = h('select', { id: 'status-filter', class: 'filter', 'aria-label': 'Filter by status' },
-    h('option', { value: '', text: 'All statuses' }), ctx.options('status').map((o) => h('option', { value: o.value, text: o.label })));
-  const assigneeFilter = h('select', { id: 'assignee-filter', class: 'filter', 'aria-label': 'Filter by assignee' },
-    h('option', { value: '', text: 'Anyone' }), h('option', { value: 'me', text: 'Assigned to me' }),
-    h('option', { value: 'none', text: 'Unassigned' }), ctx.members.map((m) => h('option', { value: String(m.id), text: m.name })));
-  const count = h('span', { class: 'count', id: 'case-count', 'aria-live': 'polite' });
-  const viewOnly = h('span', { id: 'view-only', class: 'badge badge-view-only', title: 'You can read this branch’s cases but not change them.', text: 'View only', hidden: true });
+  const toolbarParts = createToolbar(ctx, {
+    config, list, toast, importCsv: actions.importCsv,
+    onView: (next) => setView(next), onShowNew: () => showNew(), onNewCase: () => openNewCase(),
+  });
+  const { search, element: toolbar } = toolbarParts;
   const columnsButton = h('button', { type: 'button', id: 'columns-button', class: 'btn', 'aria-expanded': 'false', 'aria-controls': 'columns-menu', text: 'Columns' });
   const columnsMenu = h('div', { id: 'columns-menu', class: 'columns-menu', hidden: true });
-  const newCase = h('button', { type: 'button', id: 'new-case', class: 'btn btn-primary', text: 'New case' });
-  const toolbar = h('div', { class: 'toolbar' }, search, statusFilter, assigneeFilter, count, viewOnly,
-    h('span', { class: 'spacer' }), h('div', { class: 'columns-wrap' }, columnsButton, columnsMenu), newCase);
+  toolbarParts.columns.append(columnsButton, columnsMenu);
 
   const liveBanner = h('p', { id: 'live-state-banner', class: 'banner', role: 'status', hidden: true, text: LIVE_STATE_UNAVAILABLE });
   const printCaption = h('p', { class: 'print-caption' });
@@ -157,19 +173,135 @@ export function createView({ root, config, store, actions }) {
   const wrap = h('div', { class: 'table-wrap', id: 'table-wrap' }, table.element, empty);
   const main = h('main', { class: 'app-main', id: 'main' }, toolbar, liveBanner, printCaption, wrap, peek.element);
 
-  const numbers = new Intl.NumberFormat();
+  const listView = createListView({
+    table, wrap, list, changed: updateCount,
+    load: async (kind) => {
+      const req = kind === 'next' ? list.next() : list.previous();
+      if (!req) return false;
+      return applyList(req, await actions.loadList(req.query), { ephemeral: false, draw: false });
+    },
+  });
+
   function updateCount() {
-    const total = store.allCases().length;
-    const shown = table.visibleCount();
-    count.textContent = shown === total
-      ? `${numbers.format(total)} case${total === 1 ? '' : 's'}`
-      : `${numbers.format(shown)} of ${numbers.format(total)} cases`;
-    if (loaded) {
-      empty.textContent = total ? 'No cases match these filters.' : 'No cases yet. Create the first one with “New case”.';
-      empty.hidden = shown > 0;
+    toolbarParts.renderCount({ loaded: list.loaded });
+    toolbarParts.renderExport();
+    if (list.loaded) {
+      empty.textContent = list.total || list.view.q || list.view.assignee
+        ? 'No cases match these filters.'
+        : 'No open cases. “All statuses” shows the closed ones; “New case” starts one.';
+      empty.hidden = table.rowCount() > 0;
+    }
+    grid.ensureActive();
+  }
+
+  /**
+   * Merge one answer of GET …/cases into the window and the store: the cases
+   * the window let go are forgotten (they are still in the branch).
+   * @returns {boolean} whether it was for the current view
+   */
+  function applyList(req, answer, { ephemeral, draw = true }) {
+    const dropped = list.apply(req, answer);
+    if (dropped === null) return false;
+    const whole = req.kind === 'first' || req.kind === 'refresh';
+    store.applySnapshot(answer, { ephemeral, keep: (id) => list.has(id) || panel.caseId === id, whole });
+    for (const id of dropped) store.forgetCase(id);
+    if (draw) listView.draw();
+    return true;
+  }
+
+  /** Start the list over: a new filter, search or sort, or the notice taken up. */
+  async function reload(req) {
+    listView.draw();
+    try {
+      applyList(req, await actions.loadList(req.query), { ephemeral: false });
+    } catch (error) {
+      if (error.status !== 401) toast(error.message || 'Could not load the cases', 'error');
     }
   }
-  let loaded = false;
+
+  function setView(next) {
+    list.setView(next);
+    table.showSort(list.view.sort);
+    printCaption.textContent = toolbarParts.caption();
+    listView.toTop();
+    reload(list.first());
+  }
+
+  function sortBy(field) {
+    const sort = list.view.sort;
+    // The case number starts newest first; every other column A to Z.
+    const next = sort === field ? `-${field}` : sort === `-${field}` ? field : (field === 'case_number' ? DEFAULT_SORT : field);
+    setView({ ...list.view, sort: next });
+  }
+
+  /**
+   * The keyboard at the window's edge: moving down past the loaded rows loads
+   * more, Ctrl+End goes on to the very last case, Ctrl+Home back to the first.
+   */
+  async function onEdgeKey(event) {
+    const tr = event.target.closest && event.target.closest('tr[data-case-id]');
+    if (!tr || !['ArrowDown', 'PageDown', 'End', 'Home'].includes(event.key)) return;
+    const ctrl = event.ctrlKey || event.metaKey;
+    const index = table.ids().indexOf(Number(tr.dataset.caseId));
+    const col = event.target.closest('[data-col]')?.dataset.col ?? COLUMNS[0];
+    if (event.key === 'Home' && ctrl) {
+      if (list.hasAbove) {
+        await reload(list.restart());
+        const first = table.ids()[0];
+        if (first !== undefined) grid.focus(first, col);
+      }
+      return;
+    }
+    if (event.key === 'Home' || (event.key === 'End' && !ctrl)) return;
+    const nearEnd = event.key === 'End' || index >= table.rowCount() - (event.key === 'PageDown' ? 20 : 1);
+    if (!nearEnd || !list.hasMore) return;
+    while (await listView.more('next')) {
+      if (!(event.key === 'End' && list.hasMore)) break;
+    }
+    const ids = table.ids();
+    if (event.key === 'End') grid.focus(ids[ids.length - 1], col);
+  }
+
+  function showNew() {
+    list.takePending();
+    listView.toTop();
+    reload(list.restart());
+  }
+
+  let refreshTimer = null;
+  /** Once per burst of changes outside the window, re-read it (the periodic sync does). */
+  function refreshSoon() {
+    if (refreshTimer !== null) return;
+    refreshTimer = setTimeout(() => {
+      refreshTimer = null;
+      actions.refresh();
+    }, REFRESH_AFTER_MS);
+  }
+
+  function forgetLater(ids) {
+    if (ids.length) queueMicrotask(() => { for (const id of ids) if (!list.has(id)) store.forgetCase(id); });
+  }
+
+  /** A row the user was in may have left the view meanwhile: now it goes. */
+  function settle(caseId) {
+    if (!list.idle(caseId)) return;
+    forgetLater([caseId]);
+    listView.draw();
+  }
+
+  function caseCreated(caseId, remote) {
+    const json = store.getCase(caseId);
+    const result = list.created(json, listView.visible(), {
+      atTop: listView.atTop(), editing: table.element.contains(document.activeElement), own: !remote,
+    });
+    if (result.action === 'insert') {
+      forgetLater(result.dropped);
+      listView.draw({ fresh: remote ? [caseId] : [] });
+    } else {
+      forgetLater([caseId]);
+      updateCount();
+    }
+  }
 
   function renderPresence() {
     const viewers = [...store.presence()].sort((a, b) => (a.user.id === ctx.userId) - (b.user.id === ctx.userId));
@@ -244,34 +376,29 @@ export function createView({ root, config, store, actions }) {
   }
 
   // Store → screen
-  let needsSort = false;
   store.subscribe((change) => {
     const { type, caseId } = change;
     if (type === 'created') {
-      if (change.snapshot) {
-        table.render(caseId);
-        needsSort = true; // counted once the whole snapshot is in
-      } else {
-        const row = table.insert(caseId);
-        if (change.remote) flash(row.tr, 'row-new');
-        updateCount();
-      }
+      // A page's cases are drawn with the page (applyList); live ones take their place here.
+      if (!change.snapshot) caseCreated(caseId, change.remote);
     } else if (type === 'case') {
       for (const field of change.fields) table.renderCell(caseId, field, { highlight: change.remote });
-      table.refreshVisibility(caseId);
       panel.caseChanged(caseId);
-      updateCount();
+      if (!change.snapshot && list.updated(caseId) === 'leave') {
+        forgetLater([caseId]);
+        listView.draw();
+      }
     } else if (type === 'edit' || type === 'save-state') {
       for (const field of change.fields) table.renderCell(caseId, field, { force: change.force });
       if (panel.caseId === caseId) panel.renderFields({ force: change.force });
-      if (type === 'edit') table.refreshVisibility(caseId);
+      settle(caseId);
     } else if (type === 'deleted') {
       const refocus = grid.rowLeaving(caseId);
-      table.remove(caseId);
+      list.remove(caseId);
+      listView.draw();
       if (refocus) refocus();
       panel.caseDeleted(caseId, change.remote ? change.by : null);
       if (change.remote && change.discardedEdits) toast(`${change.by ? change.by.name : 'Someone'} deleted a case you were editing; your unsaved changes to it were dropped.`, 'warning');
-      updateCount();
     } else if (type === 'lock') {
       table.renderCell(caseId, change.field);
       if (panel.caseId === caseId) panel.renderFields();
@@ -282,20 +409,16 @@ export function createView({ root, config, store, actions }) {
     } else if (type === 'live-state') {
       liveBanner.hidden = store.liveState() !== 'unavailable';
     } else if (type === 'snapshot') {
-      const first = !loaded;
-      loaded = true;
-      if (needsSort && !table.element.contains(document.activeElement)) {
-        table.resort();
-        needsSort = false;
+      if (!firstShown && list.loaded) {
+        firstShown = true;
+        queueMicrotask(() => {
+          fitColumns();
+          openLinkedCase();
+        });
       }
-      updateCount();
-      if (first) {
-        fitColumns();
-        openLinkedCase();
-      }
-      grid.ensureActive();
     }
   });
+  let firstShown = false;
 
   // The panel's case is in the address bar, so a reload or a link opens it again.
   function showUrl(id) {
@@ -303,41 +426,43 @@ export function createView({ root, config, store, actions }) {
     if (location.pathname !== path) history.replaceState(history.state, '', path + location.search);
   }
 
-  function openLinkedCase() {
+  /** The linked case may be far down the list (or filtered out): fetch it for the panel. */
+  async function openLinkedCase() {
     const id = Number(config.open_case);
     if (!id) return;
+    if (!store.getCase(id)) {
+      try {
+        const json = await actions.loadCase(id);
+        store.applySnapshot({ cases: [json], last_event_id: '0' }, { ephemeral: false, whole: false });
+      } catch {
+        // gone meanwhile: said below
+      }
+    }
     if (!panel.open(id)) {
       toast('That case is no longer in this branch.', 'warning');
       showUrl(null);
     }
   }
 
-  let searchTimer = null;
-  function applyFilters() {
-    table.setFilters({ query: search.value, status: statusFilter.value, assignee: assigneeFilter.value });
-    const parts = [statusFilter.value && `status ${statusFilter.selectedOptions[0].text}`,
-      assigneeFilter.value && `assignee ${assigneeFilter.selectedOptions[0].text}`,
-      search.value.trim() && `matching “${search.value.trim()}”`].filter(Boolean);
-    printCaption.textContent = `${config.branch_name || ''} — ${parts.length ? `cases with ${parts.join(', ')}` : 'all cases'}`;
-    updateCount();
-    grid.ensureActive();
-  }
-
   function bind() {
     grid.bind(root);
     peek.bind(wrap);
-    search.addEventListener('input', () => {
-      clearTimeout(searchTimer);
-      searchTimer = setTimeout(applyFilters, SEARCH_DEBOUNCE_MS);
+    listView.bind();
+    table.element.addEventListener('focusout', (event) => {
+      const tr = event.target.closest && event.target.closest('tr[data-case-id]');
+      if (tr) setTimeout(() => settle(Number(tr.dataset.caseId)), 0);
     });
-    statusFilter.addEventListener('change', applyFilters);
-    assigneeFilter.addEventListener('change', applyFilters);
-    newCase.addEventListener('click', () => openNewCase());
+    wrap.addEventListener('keydown', onEdgeKey);
     logout.addEventListener('click', () => actions.logout());
     passwordItem.addEventListener('click', () => { toggle(userButton, userMenu, false); openPassword(); });
     helpItem.addEventListener('click', () => { toggle(userButton, userMenu, false); openHelp(); });
     userButton.addEventListener('click', () => toggle(userButton, userMenu));
-    columnsButton.addEventListener('click', () => toggle(columnsButton, columnsMenu));
+    columnsButton.addEventListener('click', () => {
+      toggle(columnsButton, columnsMenu);
+      // On a narrow window the toolbar wraps and the button may start a line: open to the right.
+      columnsMenu.classList.remove('menu-start');
+      if (!columnsMenu.hidden && columnsMenu.getBoundingClientRect().left < 0) columnsMenu.classList.add('menu-start');
+    });
     retry.addEventListener('click', () => connectionInfo.retryNow());
     switcher.addEventListener('change', () => { if (switcher.value) actions.switchBranch(Number(switcher.value)); });
     document.addEventListener('click', (event) => {
@@ -402,8 +527,7 @@ export function createView({ root, config, store, actions }) {
   function setRole(role) {
     ctx.setRole(role);
     root.dataset.role = role;
-    newCase.hidden = role === 'viewer';
-    viewOnly.hidden = role !== 'viewer';
+    toolbarParts.setRole(role);
     decorateAll();
   }
 
@@ -437,7 +561,21 @@ export function createView({ root, config, store, actions }) {
       bind();
       setConnectionState('connecting');
       setRole(ctx.role());
-      applyFilters();
+      table.showSort(list.view.sort);
+      printCaption.textContent = toolbarParts.caption();
+      updateCount();
+    },
+    /** What the periodic sync fetches now: the window's range (caselist.js `refresh()`). */
+    listRequest: () => list.refresh(),
+    /** An answer of the periodic sync or sync-required. */
+    applyList: (req, answer, { ephemeral }) => applyList(req, answer, { ephemeral }),
+    /**
+     * The stream told of a case this tab does not hold: a change that could
+     * bring it into the view (or out of the count) re-reads the window once.
+     */
+    missed(name, data) {
+      const fields = Object.keys((data && data.changes) || {});
+      if (name !== 'case-updated' || list.concerns(fields)) refreshSoon();
     },
     setConnectionState,
     /** Where the pill learns when the next try is and whether the network is there. */
