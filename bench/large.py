@@ -36,7 +36,7 @@ OPEN = ("new", "diagnosing", "awaiting_parts", "in_repair", "ready")
 CHROMIUM = "/usr/bin/chromium"
 SYNCS = 200
 SEARCHES = 60
-PAGE_LOADS = 3
+PAGE_LOADS = 5
 
 
 def write_csv(path: Path, rows: int, seed: int = 7) -> None:

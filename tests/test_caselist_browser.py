@@ -107,6 +107,15 @@ async def test_a_branch_of_thousands_pages_searches_and_stays_live(
     await page.locator("#search").fill("")
     await more_rows_than(page, 1)
 
+    # The keyboard past the last row loaded loads the next page.
+    loaded = await rows.count()
+    await rows.last.locator(".case-link").focus()
+    await page.keyboard.press("ArrowDown")
+    await more_rows_than(page, loaded)
+    # Resting at the top of the list, out of the grid: new cases may appear at once.
+    await page.locator("#search").focus()
+    await page.locator("#table-wrap").evaluate("(el) => { el.scrollTop = 0; }")
+
     # A remote edit to a visible row appears in place.
     top = int(await rows.first.get_attribute("data-case-id") or 0)
     async with api_as(server, "bob") as http:

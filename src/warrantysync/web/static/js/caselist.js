@@ -11,6 +11,8 @@
 import { choicesOf, isMemberField } from './fields.js';
 
 export const PAGE_SIZE = 100;
+// The page's first answer: a little over two screens, so the table is up at once.
+export const FIRST_PAGE = 40;
 export const MAX_ROWS = 500;
 export const MAX_LIMIT = 500; // the server's largest `limit`
 export const DEFAULT_SORT = '-case_number';
@@ -113,7 +115,7 @@ function sortKey(json, field, desc, ctx) {
 export function createCaseWindow(options) {
   const {
     userId, getCase, isBusy = () => false, searchable, order,
-    pageSize = PAGE_SIZE, maxRows = MAX_ROWS, now = Date.now,
+    pageSize = PAGE_SIZE, firstSize = pageSize, maxRows = MAX_ROWS, now = Date.now,
   } = options;
   let view = defaultView();
   let generation = 0;
@@ -288,7 +290,7 @@ export function createCaseWindow(options) {
       return this.first();
     },
 
-    first: () => request('first', { limit: pageSize }),
+    first: () => request('first', { limit: firstSize }),
     /** The page after the window, or null at the end of the list. */
     next: () => (loaded && hasMore ? request('next', { cursor: end, limit: pageSize }) : null),
     /** The range just above the window, or null at the top. */

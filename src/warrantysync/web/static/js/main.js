@@ -136,7 +136,9 @@ function start() {
     isOnline: () => navigator.onLine !== false,
     onEvent(name, data, id) {
       locks.handleEvent(name, data);
-      if (!store.applyEvent(name, data, id)) view.missed(name, data);
+      // A case the window does not hold: deleted, it still changes the count.
+      const outside = name === 'case-deleted' && !store.getCase(data.case_id);
+      if (!store.applyEvent(name, data, id) || outside) view.missed(name, data);
     },
     onStateChange: (state) => view.setConnectionState(state),
     onResync: (reason) => sync.now({ force: reason === 'sync-required' }),

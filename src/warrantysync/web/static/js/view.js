@@ -3,7 +3,7 @@
 // the store, and turns user gestures into calls on `actions` (see main.js).
 
 import { colourSlot, flash, h, initials, todayIn } from './dom.js';
-import { createCaseWindow, DEFAULT_SORT } from './caselist.js';
+import { createCaseWindow, DEFAULT_SORT, FIRST_PAGE } from './caselist.js';
 import { choicesOf, editableFields, memberRolesOf, searchableFields } from './fields.js';
 import { fittingColumns } from './grid.js';
 import {
@@ -111,6 +111,7 @@ export function createView({ root, config, store, actions }) {
   const isBusy = (id) => table.rowHasFocus(id) || store.editsFor(id).size > 0 || panel.caseId === id;
   const list = createCaseWindow({
     userId: ctx.userId, getCase: store.getCase, isBusy, searchable: searchableFields(), order: memberOrder(ctx.members),
+    firstSize: FIRST_PAGE,
   });
   const panel = createPanel(ctx, {
     actions, toast, confirm, link: (id) => new URL(caseUrl(id), location.href).href,
