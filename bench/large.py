@@ -59,8 +59,8 @@ def write_csv(path: Path, rows: int, seed: int = 7) -> None:
     path.write_text(out.getvalue(), encoding="utf-8")
 
 
-def page_query(limit: int = 100) -> list[tuple[str, str]]:
-    """What the bundled page asks first: the open work, newest first."""
+def page_query(limit: int = 40) -> list[tuple[str, str]]:
+    """What the bundled page asks first (caselist.js FIRST_PAGE): the open work, newest first."""
     return [*(("status", s) for s in OPEN), ("sort", "-case_number"), ("limit", str(limit))]
 
 
