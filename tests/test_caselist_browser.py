@@ -2,20 +2,23 @@
 
 The cases are seeded through ``warrantysync cases import`` as an operator
 would. One test walks what a person meets: the open work only, at most a
-window of rows in the DOM, more on scroll, a search that finds a case far
-down, a remote edit to a visible row, a remote new case that matches.
+window of rows in the DOM, more on scroll and from the keyboard, a search
+that finds a case far down, a remote edit to a visible row, a remote new
+case that matches, a manager's import (its report of bad rows, then a burst
+of new cases that ends in the "N new cases match — show" notice).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 from subprocess import PIPE
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import FilePayload, Page, expect
 
 import test_browser
 from conftest import LiveFactory
@@ -26,8 +29,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 browser = test_browser.browser
 windows = test_browser.windows
 
-ROWS = 3000
+ROWS = 2000
 MAX_DOM_ROWS = 500  # caselist.js MAX_ROWS
+IMPORTED = 30  # more than a burst inserts (caselist.js BURST_INSERTS): the rest wait in the notice
 OPEN = ["new", "diagnosing", "awaiting_parts", "in_repair", "ready"]
 
 
@@ -52,6 +56,10 @@ async def cli_import(server: LiveServer, branch_id: int, path: Path) -> str:
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode == 0, (out + err).decode()
     return out.decode()
+
+
+def csv_upload(data: bytes) -> FilePayload:
+    return {"name": "cases.csv", "mimeType": "text/csv", "buffer": data}
 
 
 async def more_rows_than(page: Page, count: int) -> None:
@@ -136,6 +144,30 @@ async def test_a_branch_of_thousands_pages_searches_and_stays_live(
         new_id = answer.json()["id"]
     await expect(page.locator(f'tr[data-case-id="{new_id}"]')).to_be_visible(timeout=WAIT_MS)
     await expect(count).to_have_text(f"{open_total + 1:,} cases")
+    # A manager imports a spreadsheet: a bad row is reported and nothing is written...
+    dave = await windows(server, world, "dave")
+    bad = b"customer_name,customer_email\nGood One,\nBad One,not-an-email\n"
+    await dave.page.set_input_files("#import-file", files=[csv_upload(bad)])
+    await expect(dave.page.locator('#import-dialog li[data-line="3"]')).to_contain_text(
+        "customer_email", timeout=WAIT_MS
+    )
+    # ...a good file goes in whole, and Alice's tab takes the burst without a reload.
+    good = ("customer_name\n" + "".join(f"Imported {n}\n" for n in range(IMPORTED))).encode()
+    await dave.page.set_input_files("#import-file", files=[csv_upload(good)])
+    await dave.page.locator("#import-go").click()
+    await expect(dave.toasts.filter(has_text=f"Imported {IMPORTED} cases").first).to_be_visible(
+        timeout=WAIT_MS
+    )
+    total = open_total + 1 + IMPORTED
+    await expect(count).to_have_text(f"{total:,} cases", timeout=WAIT_MS)
+    notice = page.locator("#new-cases")
+    await expect(notice).to_have_text(re.compile(r"^\d+ new cases? match — show$"))
+    await notice.click()
+    await expect(notice).to_be_hidden(timeout=WAIT_MS)
+    await expect(rows.first.locator("[data-field=customer_name] input")).to_have_value(
+        f"Imported {IMPORTED - 1}", timeout=WAIT_MS
+    )
+
     # Export offers exactly what is shown.
     href = await page.locator("#export-csv").get_attribute("href") or ""
     assert href.startswith(f"/api/branches/{downtown}/cases.csv?") and "status=new" in href
