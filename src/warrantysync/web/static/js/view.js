@@ -2,10 +2,10 @@
 // The only module (with its view-*.js parts) that touches the DOM. It reads
 // the store, and turns user gestures into calls on `actions` (see main.js).
 
-import { colourSlot, flash, h, initials, todayIn } from './dom.js';
-import { createCaseWindow, DEFAULT_SORT, FIRST_PAGE } from './caselist.js';
-import { choicesOf, editableFields, memberRolesOf, searchableFields } from './fields.js';
+import { colourSlot, h, initials, todayIn } from './dom.js';
+import { choicesOf, editableFields, memberRolesOf } from './fields.js';
 import { fittingColumns } from './grid.js';
+import { createCaseList } from './view-caselist.js';
 import {
   createConfirmDialog, createConflictDialog, createHelpDialog, createNewCaseDialog, createPasswordDialog, createToasts,
 } from './view-dialogs.js';
@@ -13,7 +13,6 @@ import { createGrid } from './view-grid.js';
 import { createPanel, describeFull, describeValue } from './view-panel.js';
 import { createPeek } from './view-peek.js';
 import { createCaseSheet } from './view-print.js';
-import { createListView } from './view-list.js';
 import { COLUMNS, createTable } from './view-table.js';
 import { createToolbar } from './view-toolbar.js';
 
@@ -26,8 +25,6 @@ const CONNECTION_LABELS = {
 // Shown while the server cannot know locks and presence (live_state "unavailable").
 export const LIVE_STATE_UNAVAILABLE = 'Live locks are unavailable; your saves are still checked against changes by others';
 const MAX_AVATARS = 6;
-// A change to cases outside the window may bring some in: re-read it once per burst.
-const REFRESH_AFTER_MS = 400;
 const COLUMNS_KEY = 'warrantysync:columns';
 
 function buildContext(config, store, actions) {
@@ -70,18 +67,6 @@ function buildContext(config, store, actions) {
   return ctx;
 }
 
-/** The server's order of the assignee column: members by name (ignoring case), then id. */
-function memberOrder(members) {
-  const fold = (name) => String(name).toLowerCase();
-  const sorted = [...members].sort((a, b) => {
-    const x = fold(a.name);
-    const y = fold(b.name);
-    return x === y ? a.id - b.id : x < y ? -1 : 1;
-  });
-  const rank = new Map(sorted.map((m, index) => [m.id, index]));
-  return { memberRank: (id) => rank.get(Number(id)) ?? null, memberCount: () => sorted.length };
-}
-
 function storage() {
   try {
     return window.localStorage;
@@ -107,12 +92,15 @@ export function createView({ root, config, store, actions }) {
   const peek = createPeek(ctx);
   const sheet = createCaseSheet(ctx, { branchName: config.branch_name || '' });
   const caseUrl = (id) => `/branch/${config.branch_id}/cases/${id}`;
-  const table = createTable(ctx, { onOpen: (id) => panel.open(id), onSort: (field) => sortBy(field) });
-  const isBusy = (id) => table.rowHasFocus(id) || store.editsFor(id).size > 0 || panel.caseId === id;
-  const list = createCaseWindow({
-    userId: ctx.userId, getCase: store.getCase, isBusy, searchable: searchableFields(), order: memberOrder(ctx.members),
-    firstSize: FIRST_PAGE,
+  const table = createTable(ctx, { onOpen: (id) => panel.open(id), onSort: (field) => cases.sortBy(field) });
+  const printCaption = h('p', { class: 'print-caption' });
+  const empty = h('p', { class: 'empty', text: 'Loading cases…' });
+  const wrap = h('div', { class: 'table-wrap', id: 'table-wrap' }, table.element, empty);
+  const cases = createCaseList(ctx, {
+    table, wrap, empty, printCaption, actions, toast,
+    late: { panel: () => panel, grid: () => grid, toolbar: () => toolbarParts },
   });
+  const { list } = cases;
   const panel = createPanel(ctx, {
     actions, toast, confirm, link: (id) => new URL(caseUrl(id), location.href).href,
     onShown: (id) => showUrl(id),
@@ -161,7 +149,7 @@ export function createView({ root, config, store, actions }) {
   // Toolbar
   const toolbarParts = createToolbar(ctx, {
     config, list, toast, importCsv: actions.importCsv,
-    onView: (next) => setView(next), onShowNew: () => showNew(), onNewCase: () => openNewCase(),
+    onView: (next) => cases.setView(next), onShowNew: () => cases.showNew(), onNewCase: () => openNewCase(),
   });
   const { search, element: toolbar } = toolbarParts;
   const columnsButton = h('button', { type: 'button', id: 'columns-button', class: 'btn', 'aria-expanded': 'false', 'aria-controls': 'columns-menu', text: 'Columns' });
@@ -169,140 +157,7 @@ export function createView({ root, config, store, actions }) {
   toolbarParts.columns.append(columnsButton, columnsMenu);
 
   const liveBanner = h('p', { id: 'live-state-banner', class: 'banner', role: 'status', hidden: true, text: LIVE_STATE_UNAVAILABLE });
-  const printCaption = h('p', { class: 'print-caption' });
-  const empty = h('p', { class: 'empty', text: 'Loading cases…' });
-  const wrap = h('div', { class: 'table-wrap', id: 'table-wrap' }, table.element, empty);
   const main = h('main', { class: 'app-main', id: 'main' }, toolbar, liveBanner, printCaption, wrap, peek.element);
-
-  const listView = createListView({
-    table, wrap, list, changed: updateCount,
-    load: async (kind) => {
-      const req = kind === 'next' ? list.next() : list.previous();
-      if (!req) return false;
-      return applyList(req, await actions.loadList(req.query), { ephemeral: false, draw: false });
-    },
-  });
-
-  function updateCount() {
-    toolbarParts.renderCount({ loaded: list.loaded });
-    toolbarParts.renderExport();
-    if (list.loaded) {
-      empty.textContent = list.total || list.view.q || list.view.assignee
-        ? 'No cases match these filters.'
-        : 'No open cases. “All statuses” shows the closed ones; “New case” starts one.';
-      empty.hidden = table.rowCount() > 0;
-    }
-    grid.ensureActive();
-  }
-
-  /**
-   * Merge one answer of GET …/cases into the window and the store: the cases
-   * the window let go are forgotten (they are still in the branch).
-   * @returns {boolean} whether it was for the current view
-   */
-  function applyList(req, answer, { ephemeral, draw = true }) {
-    const dropped = list.apply(req, answer);
-    if (dropped === null) return false;
-    const whole = req.kind === 'first' || req.kind === 'refresh';
-    store.applySnapshot(answer, { ephemeral, keep: (id) => list.has(id) || panel.caseId === id, whole });
-    for (const id of dropped) store.forgetCase(id);
-    if (draw) listView.draw();
-    return true;
-  }
-
-  /** Start the list over: a new filter, search or sort, or the notice taken up. */
-  async function reload(req) {
-    listView.draw();
-    try {
-      applyList(req, await actions.loadList(req.query), { ephemeral: false });
-    } catch (error) {
-      if (error.status !== 401) toast(error.message || 'Could not load the cases', 'error');
-    }
-  }
-
-  function setView(next) {
-    list.setView(next);
-    table.showSort(list.view.sort);
-    printCaption.textContent = toolbarParts.caption();
-    listView.toTop();
-    reload(list.first());
-  }
-
-  function sortBy(field) {
-    const sort = list.view.sort;
-    // The case number starts newest first; every other column A to Z.
-    const next = sort === field ? `-${field}` : sort === `-${field}` ? field : (field === 'case_number' ? DEFAULT_SORT : field);
-    setView({ ...list.view, sort: next });
-  }
-
-  /**
-   * The keyboard at the window's edge: moving down past the loaded rows loads
-   * more, Ctrl+End goes on to the very last case, Ctrl+Home back to the first.
-   */
-  async function onEdgeKey(event) {
-    const tr = event.target.closest && event.target.closest('tr[data-case-id]');
-    if (!tr || !['ArrowDown', 'PageDown', 'End', 'Home'].includes(event.key)) return;
-    const ctrl = event.ctrlKey || event.metaKey;
-    const index = table.ids().indexOf(Number(tr.dataset.caseId));
-    const col = event.target.closest('[data-col]')?.dataset.col ?? COLUMNS[0];
-    if (event.key === 'Home' && ctrl) {
-      if (list.hasAbove) {
-        await reload(list.restart());
-        const first = table.ids()[0];
-        if (first !== undefined) grid.focus(first, col);
-      }
-      return;
-    }
-    if (event.key === 'Home' || (event.key === 'End' && !ctrl)) return;
-    const nearEnd = event.key === 'End' || index >= table.rowCount() - (event.key === 'PageDown' ? 20 : 1);
-    if (!nearEnd || !list.hasMore) return;
-    while (await listView.more('next')) {
-      if (!(event.key === 'End' && list.hasMore)) break;
-    }
-    const ids = table.ids();
-    if (event.key === 'End') grid.focus(ids[ids.length - 1], col);
-  }
-
-  function showNew() {
-    list.takePending();
-    listView.toTop();
-    reload(list.restart());
-  }
-
-  let refreshTimer = null;
-  /** Once per burst of changes outside the window, re-read it (the periodic sync does). */
-  function refreshSoon() {
-    if (refreshTimer !== null) return;
-    refreshTimer = setTimeout(() => {
-      refreshTimer = null;
-      actions.refresh();
-    }, REFRESH_AFTER_MS);
-  }
-
-  function forgetLater(ids) {
-    if (ids.length) queueMicrotask(() => { for (const id of ids) if (!list.has(id)) store.forgetCase(id); });
-  }
-
-  /** A row the user was in may have left the view meanwhile: now it goes. */
-  function settle(caseId) {
-    if (!list.idle(caseId)) return;
-    forgetLater([caseId]);
-    listView.draw();
-  }
-
-  function caseCreated(caseId, remote) {
-    const json = store.getCase(caseId);
-    const result = list.created(json, listView.visible(), {
-      atTop: listView.atTop(), editing: table.element.contains(document.activeElement), own: !remote,
-    });
-    if (result.action === 'insert') {
-      forgetLater(result.dropped);
-      listView.draw({ fresh: remote ? [caseId] : [] });
-    } else {
-      forgetLater([caseId]);
-      updateCount();
-    }
-  }
 
   function renderPresence() {
     const viewers = [...store.presence()].sort((a, b) => (a.user.id === ctx.userId) - (b.user.id === ctx.userId));
@@ -381,22 +236,18 @@ export function createView({ root, config, store, actions }) {
     const { type, caseId } = change;
     if (type === 'created') {
       // A page's cases are drawn with the page (applyList); live ones take their place here.
-      if (!change.snapshot) caseCreated(caseId, change.remote);
+      if (!change.snapshot) cases.created(caseId, change.remote);
     } else if (type === 'case') {
       for (const field of change.fields) table.renderCell(caseId, field, { highlight: change.remote });
       panel.caseChanged(caseId);
-      if (!change.snapshot && list.updated(caseId) === 'leave') {
-        forgetLater([caseId]);
-        listView.draw();
-      }
+      if (!change.snapshot) cases.updated(caseId);
     } else if (type === 'edit' || type === 'save-state') {
       for (const field of change.fields) table.renderCell(caseId, field, { force: change.force });
       if (panel.caseId === caseId) panel.renderFields({ force: change.force });
-      settle(caseId);
+      cases.settle(caseId);
     } else if (type === 'deleted') {
       const refocus = grid.rowLeaving(caseId);
-      list.remove(caseId);
-      listView.draw();
+      cases.deleted(caseId);
       if (refocus) refocus();
       panel.caseDeleted(caseId, change.remote ? change.by : null);
       if (change.remote && change.discardedEdits) toast(`${change.by ? change.by.name : 'Someone'} deleted a case you were editing; your unsaved changes to it were dropped.`, 'warning');
@@ -448,12 +299,7 @@ export function createView({ root, config, store, actions }) {
   function bind() {
     grid.bind(root);
     peek.bind(wrap);
-    listView.bind();
-    table.element.addEventListener('focusout', (event) => {
-      const tr = event.target.closest && event.target.closest('tr[data-case-id]');
-      if (tr) setTimeout(() => settle(Number(tr.dataset.caseId)), 0);
-    });
-    wrap.addEventListener('keydown', onEdgeKey);
+    cases.bind();
     logout.addEventListener('click', () => actions.logout());
     passwordItem.addEventListener('click', () => { toggle(userButton, userMenu, false); openPassword(); });
     helpItem.addEventListener('click', () => { toggle(userButton, userMenu, false); openHelp(); });
@@ -564,20 +410,14 @@ export function createView({ root, config, store, actions }) {
       setRole(ctx.role());
       table.showSort(list.view.sort);
       printCaption.textContent = toolbarParts.caption();
-      updateCount();
+      cases.updateCount();
     },
     /** What the periodic sync fetches now: the window's range (caselist.js `refresh()`). */
-    listRequest: () => list.refresh(),
+    listRequest: () => cases.request(),
     /** An answer of the periodic sync or sync-required. */
-    applyList: (req, answer, { ephemeral }) => applyList(req, answer, { ephemeral }),
-    /**
-     * The stream told of a case this tab does not hold: a change that could
-     * bring it into the view (or out of the count) re-reads the window once.
-     */
-    missed(name, data) {
-      const fields = Object.keys((data && data.changes) || {});
-      if (name !== 'case-updated' || list.concerns(fields)) refreshSoon();
-    },
+    applyList: (req, answer, options) => cases.applyList(req, answer, options),
+    /** The stream told of a case this tab does not hold (view-caselist.js). */
+    missed: (name, data) => cases.missed(name, data),
     setConnectionState,
     /** Where the pill learns when the next try is and whether the network is there. */
     setConnectionInfo(info) {
