@@ -5,7 +5,8 @@
 
 Steps: warrantysync on SQLite (latency, memory, saturation, then heartbeats
 on time up to 19,500 streams on the same process), the three peers, the
-typing simulation, two nodes on Redis + PostgreSQL. Writes
+typing simulation, two nodes on Redis + PostgreSQL, a branch of 50,000 cases
+beside the 25-case demo branch (5,000 with --quick). Writes
 ``bench/results/results.json``, ``results.md`` and two PNG charts.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import fanout
+import large
 import report
 import scale
 import typing_sim
@@ -42,6 +44,7 @@ def plan(quick: bool) -> dict[str, Any]:
             "heartbeat": 5.0,
             "typing_secs": 10.0,
             "cluster_viewers": 200,
+            "large_rows": 5000,
         }
     return {
         "levels": [100, 1000, 5000, 10000],
@@ -54,6 +57,7 @@ def plan(quick: bool) -> dict[str, Any]:
         "heartbeat": 30.0,
         "typing_secs": 30.0,
         "cluster_viewers": 2000,
+        "large_rows": 50000,
     }
 
 
@@ -86,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small levels, about 2-3 minutes")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
-    parser.add_argument("--only", default="", help="comma list: ours,peers,typing,cluster")
+    parser.add_argument("--only", default="", help="comma list: ours,peers,typing,cluster,large")
     args = parser.parse_args()
     # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so every process we started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -152,6 +156,7 @@ def main() -> None:
         step(f"peers:{cls.name}", lambda cls=cls: peer(cls))
     step("typing", typing)
     step("cluster", cluster)
+    step("large", lambda: results.update(large=large.run(logs, p["large_rows"])))
     results["duration_s"] = time.monotonic() - started
     rows = report.evaluate(results)
     results["targets"] = rows

@@ -28,8 +28,8 @@ async def test_undo_a_wrong_pick_restore_from_history_and_bring_a_case_back_from
     undo = alice.page.locator('[data-action="undo"]')
     await expect(undo).to_be_disabled()
     await alice.control(phone, "status").focus()
-    await alice.control(phone, "status").select_option("rejected")
-    await expect(dave.control(phone, "status")).to_have_value("rejected", timeout=WAIT_MS)
+    await alice.control(phone, "status").select_option("in_repair")
+    await expect(dave.control(phone, "status")).to_have_value("in_repair", timeout=WAIT_MS)
     await expect(undo).to_be_enabled()
     await alice.page.keyboard.press("Control+z")  # the dropdown still has the focus
     await expect(alice.control(phone, "status")).to_have_value("new", timeout=WAIT_MS)
@@ -38,11 +38,11 @@ async def test_undo_a_wrong_pick_restore_from_history_and_bring_a_case_back_from
     undone = alice.patches_to(phone)[-1]
     assert undone.post_data_json == {
         "changes": {"status": "new"},
-        "expected": {"status": "rejected"},
+        "expected": {"status": "in_repair"},
     }
     # Redo with the button; then Bob changes it, and an undo names him and overwrites nothing.
     await alice.page.locator('[data-action="redo"]').click()
-    await expect(dave.control(phone, "status")).to_have_value("rejected", timeout=WAIT_MS)
+    await expect(dave.control(phone, "status")).to_have_value("in_repair", timeout=WAIT_MS)
     async with api_as(server, "bob") as bob:
         answer = await bob.patch(f"/api/cases/{phone}", json={"changes": {"status": "ready"}})
         assert answer.status_code == 200, answer.text
@@ -57,13 +57,13 @@ async def test_undo_a_wrong_pick_restore_from_history_and_bring_a_case_back_from
     await expect(dialog).to_be_hidden()
     assert (await server_case(server, phone))["status"] == "ready"
 
-    # Restore a value from the timeline: "rejected", Alice's entry, comes back as a restore of it.
+    # Restore a value from the timeline: "in_repair", Alice's entry, comes back as a restore of it.
     await alice.page.locator(f'tr[data-case-id="{phone}"] .case-link').click()
     entries = alice.page.locator("#side-panel .history-entry")
-    picked = entries.filter(has_text="Alice Johnson").filter(has_text="Rejected").last
+    picked = entries.filter(has_text="Alice Johnson").filter(has_text="In repair").last
     entry_id = await picked.get_attribute("data-entry-id")
     await picked.locator('[data-action="restore"]').click()
-    await expect(dave.control(phone, "status")).to_have_value("rejected", timeout=WAIT_MS)
+    await expect(dave.control(phone, "status")).to_have_value("in_repair", timeout=WAIT_MS)
     await expect(entries.first).to_contain_text(f"restored Status from entry #{entry_id}")
     history = await (
         await alice.context.request.get(f"{server.url}/api/cases/{phone}/history")

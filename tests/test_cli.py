@@ -266,3 +266,51 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("serve", "db", "demo", "users", "members", "tokens", "branches"):
         assert command in result.stdout
+
+
+def test_cases_import_checks_everything_then_writes(
+    env: dict[str, str | None], db_url: str, tmp_path: Path
+) -> None:
+    ok(env, "branches", "create", "--name", "Imported")
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "customer_name,product,status,notes\n"
+        + "".join(f'Customer {n},Kettle,closed,"two\nlines {n}"\n' for n in range(1200))
+    )
+    assert "1,200 rows are valid; nothing written (--dry-run)" in ok(
+        env, "cases", "import", "--branch", "1", "--dry-run", str(good)
+    )
+    assert _count_cases(db_url) == 0
+    out = ok(env, "cases", "import", "--branch", "1", str(good))
+    assert re.search(r"imported 1,200 cases into branch 1 \(WC-\d{6} to WC-\d{6}\)", out), out
+    assert _count_cases(db_url) == 1200
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer_name,customer_email\nFine,fine@example.com\n,x@example.com\nB,nope\n")
+    result = invoke(env, "cases", "import", "--branch", "1", str(bad))
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "line 3: customer_name: must not be empty (required)"
+    assert lines[1].startswith("line 4: customer_email: is not a valid email address")
+    assert lines[2] == f"Error: nothing imported: 2 lines have errors ({bad})"
+    assert "Traceback" not in result.output
+    assert _count_cases(db_url) == 1200
+    assert "no branch 7" in fails(env, "cases", "import", "--branch", "7", str(good))
+
+
+def _count_cases(db_url: str) -> int:
+    from sqlalchemy import func, select
+
+    from warrantysync.storage.models import WarrantyCase
+
+    async def count() -> int:
+        db = Database(db_url)
+        try:
+            async with db.read() as session:
+                return int(
+                    await session.scalar(select(func.count()).select_from(WarrantyCase)) or 0
+                )
+        finally:
+            await db.dispose()
+
+    return asyncio.run(count())

@@ -19,7 +19,7 @@ import pytest
 from servers import MariaDBServer, PostgresServer
 from warrantysync.storage.migrate import downgrade
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def _upgrade_process(url: str) -> subprocess.Popen[str]:

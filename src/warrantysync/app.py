@@ -34,7 +34,7 @@ from .web import openapi as web_openapi
 from .web.forwarded import ForwardedHeaders
 from .web.lane import App
 from .web.requestid import TrustedPeers
-from .web.routes import auth, cases, health, locks, pages, trash
+from .web.routes import auth, casecsv, cases, health, locks, pages, trash
 from .web.security import EdgeHeaders, PerIpLimit
 from .web.version import client_version
 
@@ -259,7 +259,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.trusted_peers = TrustedPeers(settings.trusted_proxies)
     web_errors.install(app)
-    for module in (auth, cases, trash, locks, health, pages):
+    for module in (auth, cases, casecsv, trash, locks, health, pages):
         app.include_router(module.router)
     web_openapi.install(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

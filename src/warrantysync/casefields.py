@@ -98,6 +98,10 @@ class Field:
     text_column: bool = False
     # The stored value of a case created without this field (None: none).
     default: Any = None
+    # The case list can be ordered by it (``sort``) and ``q`` searches it
+    # (docs/protocol.md, "Listing cases"); each sortable field has an index.
+    sortable: bool = False
+    searchable: bool = False
 
     @property
     def editable(self) -> bool:
@@ -149,12 +153,16 @@ class Field:
             "member_of_branch": self.member_of_branch,
             "member_roles": list(self.member_roles),
             "default": default,
+            "sortable": self.sortable,
+            "searchable": self.searchable,
         }
 
 
 def _text(name: str, label: str, max_length: int, **rules: Any) -> Field:
     rules.setdefault("trim", True)
     rules.setdefault("default", "")
+    rules.setdefault("sortable", True)
+    rules.setdefault("searchable", True)
     return Field(
         name=name, json_type="string", label=label, kind=Kind.text, max_length=max_length, **rules
     )
@@ -181,13 +189,22 @@ def _choice(name: str, label: str, choices: type[enum.StrEnum], default: enum.St
         kind=Kind.select,
         choices=choices,
         default=default,
+        sortable=True,
     )
 
 
 FIELDS: tuple[Field, ...] = (
     Field(name="id", json_type="integer", label="ID"),
     Field(name="branch_id", json_type="integer", label="Branch"),
-    Field(name="case_number", json_type="string", label="Case", max_length=20),
+    # Numbers are handed out in creation order, so sorting by them sorts by id.
+    Field(
+        name="case_number",
+        json_type="string",
+        label="Case",
+        max_length=20,
+        sortable=True,
+        searchable=True,
+    ),
     _text("customer_name", "Customer", 120, required=True, default=None),
     _text("customer_phone", "Phone", 40),
     _text("customer_email", "Email", 254, email=True),
@@ -200,6 +217,7 @@ FIELDS: tuple[Field, ...] = (
         kind=Kind.date,
         nullable=True,
         not_future=True,
+        sortable=True,
     ),
     _multiline("issue", "Issue", 2000),
     _choice("status", "Status", Status, Status.new),
@@ -213,6 +231,7 @@ FIELDS: tuple[Field, ...] = (
         member_of_branch=True,
         # Whoever works on a case must be able to edit it: never a viewer.
         member_roles=("editor", "manager"),
+        sortable=True,
     ),
     _multiline("notes", "Notes", 5000),
     Field(name="version", json_type="integer", label="Version", minimum=1),
@@ -224,6 +243,8 @@ FIELD: Mapping[str, Field] = MappingProxyType({field.name: field for field in FI
 # The members of a case's JSON, in order.
 COLUMNS: tuple[str, ...] = tuple(field.name for field in FIELDS)
 EDITABLE: tuple[Field, ...] = tuple(field for field in FIELDS if field.editable)
+SORTABLE: tuple[str, ...] = tuple(field.name for field in FIELDS if field.sortable)
+SEARCHABLE: tuple[str, ...] = tuple(field.name for field in FIELDS if field.searchable)
 
 
 def client_table() -> list[dict[str, Any]]:
@@ -236,6 +257,8 @@ __all__ = [
     "EDITABLE",
     "FIELD",
     "FIELDS",
+    "SEARCHABLE",
+    "SORTABLE",
     "Field",
     "Kind",
     "Priority",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -305,6 +305,111 @@ def members_role(email: str, branch_id: int, role: str) -> None:
 
     _with_db(lambda d: set_role(d, email=email, branch_id=branch_id, role=role))
     click.echo(f"{email.strip().lower()} is now {role} of branch {branch_id}")
+
+
+# -- cases ---------------------------------------------------------------------
+
+
+@main.group()
+def cases() -> None:
+    """Warranty cases in bulk."""
+
+
+@cases.command("import")
+@click.option("--branch", "branch_id", required=True, type=int, help="Branch id.")
+@click.option("--dry-run", is_flag=True, help="Check every row; write nothing.")
+@click.argument("file", type=click.File("rb"))
+def cases_import(branch_id: int, dry_run: bool, file: BinaryIO) -> None:
+    """Create the cases of a CSV file, all or nothing (docs/operations.md, "Importing cases").
+
+    The columns are those of the export (GET …/cases.csv); every row is checked
+    by the API's rules first, and one bad row imports nothing.
+    """
+    from .services.imports import ImportRefused
+
+    data = file.read()
+    settings = _settings()
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"imported {done:,} of {total:,}", err=True)
+
+    async def work(db: Database) -> Any:
+        from .services.imports import CaseImport, no_one
+
+        publish, close = no_one, None
+        if settings.redis_url is not None:
+            publish, close = _redis_publisher(settings.redis_url)
+        try:
+            await _branch_exists(db, branch_id)
+            importer = CaseImport(db, publish=publish, replay_window=settings.replay_window)
+            return await importer.run(
+                branch_id=branch_id, data=data, actor=None, dry_run=dry_run, progress=progress
+            )
+        except ImportRefused as refused:  # the report, not a one-line error
+            return refused
+        finally:
+            if close is not None:
+                await close()
+
+    report = _with_db(work)
+    if isinstance(report, ImportRefused):
+        refused = report
+        for error in refused.errors:
+            click.echo(f"line {error.line}: {error.message} ({error.rule})")
+        lines = len({error.line for error in refused.errors})
+        have = "1 line has" if lines == 1 else f"{lines:,} lines have"
+        raise click.ClickException(f"nothing imported: {have} errors ({file.name})")
+    if report.dry_run:
+        click.echo(f"{report.rows:,} rows are valid; nothing written (--dry-run)")
+    elif report.imported:
+        first, last = report.case_numbers
+        click.echo(
+            f"imported {report.imported:,} cases into branch {branch_id} ({first} to {last})"
+            f" in {report.seconds:.1f} s"
+        )
+    else:
+        click.echo("the file has no rows; nothing imported")
+
+
+async def _branch_exists(db: Database, branch_id: int) -> None:
+    from sqlalchemy import select
+
+    from .errors import NotFound
+    from .storage.models import Branch
+
+    async with db.read() as session:
+        if await session.scalar(select(Branch.id).where(Branch.id == branch_id)) is None:
+            raise NotFound(f"no branch {branch_id} (see `warrantysync branches list`)")
+
+
+def _redis_publisher(url: str) -> tuple[Any, Any]:
+    """Publish each batch's events to the servers over Redis, in one round trip.
+
+    Best effort, like the servers' own publishing: the outbox is the truth, and
+    a server that missed them reads them from there.
+    """
+    from .services.broker.redis import CHANNEL, encode_message
+    from .services.redisconn import DOWN_ERRORS, connect
+
+    client = connect(url)
+    warned: list[bool] = []
+
+    async def publish(events: list[Any]) -> None:
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for event in events:
+                    pipe.publish(CHANNEL, encode_message(event))
+                await pipe.execute()
+        except DOWN_ERRORS as exc:
+            if not warned:
+                warned.append(True)
+                click.echo(
+                    f"warning: Redis did not take the events ({exc});"
+                    " the servers catch up from the database",
+                    err=True,
+                )
+
+    return publish, client.aclose
 
 
 # -- tokens --------------------------------------------------------------------

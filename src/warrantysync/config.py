@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     header_timeout: float = Field(10, gt=0)
     body_timeout: float = Field(30, gt=0)
     keep_alive_timeout: float = Field(5, gt=0)
+    # The CSV a manager may upload to import cases (web/routes/casecsv.py); the CLI has no cap.
+    max_import_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024)
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")
     @classmethod

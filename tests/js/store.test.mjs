@@ -219,3 +219,33 @@ describe('live state (locks and presence known or not)', () => {
     assert.equal(store.liveState(), 'ok');
   });
 });
+
+describe('a page of the list, not the whole branch', () => {
+  test('cases left out of a page are forgotten, not deleted, unless kept or being edited', () => {
+    const store = createStore({ clientId: 'me', userId: 1 });
+    const cases = [1, 2, 3, 4].map((id) => makeCase({ id, case_number: `WC-00000${id}` }));
+    store.applySnapshot({ cases, locks: [], presence: [], last_event_id: '9' });
+    store.setEdit(3, 'notes', 'typing');
+    const changes = [];
+    store.subscribe((c) => changes.push(c));
+    store.applySnapshot({ cases: [cases[0]], last_event_id: '9' }, { keep: (id) => id === 2 });
+    assert.deepEqual([1, 2, 3, 4].map((id) => store.getCase(id) !== null), [true, true, true, false]);
+    assert.deepEqual(changes.filter((c) => c.type === 'forgotten').map((c) => c.caseId), [4]);
+    assert.equal(changes.some((c) => c.type === 'deleted'), false);
+  });
+
+  test('a later page adds its cases and leaves the others alone', () => {
+    const store = createStore({ clientId: 'me', userId: 1 });
+    store.applySnapshot({ cases: [makeCase({ id: 1 })], last_event_id: '3' });
+    store.applySnapshot({ cases: [makeCase({ id: 2 })], last_event_id: '3' }, { whole: false, ephemeral: false });
+    assert.deepEqual([store.getCase(1)?.id, store.getCase(2)?.id], [1, 2]);
+  });
+
+  test('an update for a case the store does not hold says so', () => {
+    const store = createStore({ clientId: 'me', userId: 1 });
+    store.applySnapshot({ cases: [makeCase({ id: 1 })], last_event_id: '3' });
+    const data = { case_id: 77, changes: { status: 'ready' }, version: 2, by: BOB, client_id: 'x' };
+    assert.equal(store.applyEvent('case-updated', data, 4), false);
+    assert.equal(store.getCase(77), null);
+  });
+});

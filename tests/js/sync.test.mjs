@@ -47,3 +47,23 @@ test('forced sync skips If-None-Match; overlapping requests fold into one follow
   assert.equal(http.calls[2].headers['If-None-Match'], '"v1"');
   assert.equal(snapshots.length, 2, 'the folded follow-up was a 304');
 });
+
+test('a URL asked for at each request; its ETag goes back only to that URL', async () => {
+  const clock = new FakeClock();
+  const http = new FakeFetch((call) => (call.headers['If-None-Match'] === '"e"'
+    ? { status: 304, headers: { ETag: '"e"' } }
+    : { status: 200, body: { cases: [], last_event_id: '1' }, headers: { ETag: '"e"' } }));
+  let query = 'limit=100';
+  const seen = [];
+  const sync = createSync({
+    api: createApi({ fetch: http.fetch }), url: () => `/api/branches/1/cases?${query}`, intervalMs: 60000,
+    setTimeout: clock.setTimeout, clearTimeout: clock.clearTimeout, onSnapshot: (_s, url) => seen.push(url),
+  });
+  await sync.now();
+  await sync.now();
+  assert.equal(http.calls[1].headers['If-None-Match'], '"e"');
+  query = 'limit=200';
+  await sync.now();
+  assert.equal(http.calls[2].headers['If-None-Match'], undefined, 'another range, another answer');
+  assert.deepEqual(seen, ['/api/branches/1/cases?limit=100', '/api/branches/1/cases?limit=200']);
+});

@@ -98,6 +98,28 @@ def test_every_route_with_a_body_refuses_it_early(body: Live, alice: Caller) -> 
     assert alice.http.get("/api/me").status_code == 200  # the form logout did not happen
 
 
+def test_an_import_is_read_only_for_a_manager_and_only_up_to_its_cap(
+    body: Live, alice: Caller
+) -> None:
+    """The CSV import takes more than 64 KiB (WARRANTYSYNC_MAX_IMPORT_BYTES, 32 MiB)."""
+    server, world, _url = body
+    path = f"/api/branches/{world.branches['downtown']}/cases/import"
+    dave = sign_in(server.url, "dave@example.com")
+    declared = _huge(server, "POST", path, "Content-Type: text/csv", *_cookie(dave))
+    _assert_refused_early(declared, 413, "payload_too_large")
+    # Chunked: counted while read, refused as soon as the cap is passed.
+    chunked = _huge(server, "POST", path, "Content-Type: text/csv", *_cookie(dave), chunked=True)
+    assert chunked.status == 413, chunked.response[:300]
+    assert 32 * MIB < chunked.sent < 32 * MIB + EARLY, chunked.sent
+    # An editor's file is never read: a declared oversize is 413 at once (as
+    # on every write, 413 comes before the role), a chunked one 403.
+    outcome = _huge(server, "POST", path, "Content-Type: text/csv", *_cookie(alice))
+    _assert_refused_early(outcome, 413, "payload_too_large")
+    outcome = _huge(server, "POST", path, "Content-Type: text/csv", *_cookie(alice), chunked=True)
+    _assert_refused_early(outcome, 403, "forbidden")
+    dave.http.close()
+
+
 def test_a_route_without_a_body_answers_without_reading_one(body: Live) -> None:
     server = body[0]
     bob = sign_in(server.url, "bob@example.com")

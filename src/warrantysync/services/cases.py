@@ -15,8 +15,9 @@ checked (docs/protocol.md, "Redis unreachable").
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -30,6 +31,7 @@ from ..jsonutil import dumps_str, loads
 from ..storage import outbox
 from ..storage.db import Database
 from ..storage.models import AuditEntry, Branch, Membership, User, WarrantyCase, table, utcnow
+from . import caselist, csvio
 from . import fields as F
 from .events import CASE_CREATED, CASE_DELETED, CASE_UPDATED, Event
 from .idempotency import Answer, IdempotencyGuard
@@ -37,6 +39,7 @@ from .locks import LockManager
 
 Publish = Callable[[Event], Awaitable[None]]
 PRUNE_EVERY = 100
+EXPORT_PAGE = 1000
 # For changes to fields outside F.CONTEXT_FIELDS, whose rules never read it.
 NO_CONTEXT = F.Context(timezone="UTC", members={})
 NO_TOKENS: Mapping[str, str] = MappingProxyType({})
@@ -91,6 +94,46 @@ class CaseService:
                 .order_by(CASES.c.id)
             )
             return [case_json(row._mapping) for row in rows], head
+
+    async def page(self, *, branch_id: int, query: caselist.ListQuery) -> tuple[caselist.Page, int]:
+        """One page of the list ``query`` asks for, and the event id it is consistent with."""
+        async with self.db.snapshot() as session:
+            head = await outbox.head(session, branch_id=branch_id)
+            members = await _members_for(session, branch_id=branch_id, query=query)
+            rows, more, total = await caselist.read_page(
+                session, branch_id=branch_id, query=query, members=members
+            )
+        keys = [caselist.key_of(query, row) for row in rows]
+        cursors = [caselist.encode_cursor(query, key.value, key.id) for key in keys]
+        page = caselist.Page(
+            cases=[case_json(row._mapping) for row in rows],
+            cursors=cursors,
+            next_cursor=cursors[-1] if more and cursors else None,
+            total=total,
+        )
+        return page, head
+
+    async def export(self, *, branch_id: int, query: caselist.ListQuery) -> AsyncIterator[str]:
+        """The whole list as CSV text (services/csvio.py), ``EXPORT_PAGE`` rows per read.
+
+        Each page is its own short read, so a slow download never holds a
+        transaction open; the keyset cursor keeps it to each case once.
+        """
+        writer = csvio.Writer()
+        yield writer.header()
+        query = dataclasses.replace(query, limit=EXPORT_PAGE, after=None, until=None)
+        async with self.db.read() as session:
+            members = await _members_for(session, branch_id=branch_id, query=query)
+        while True:
+            async with self.db.read() as session:
+                rows, more, _total = await caselist.read_page(
+                    session, branch_id=branch_id, query=query, members=members, count=False
+                )
+            if rows:
+                yield writer.rows(row._mapping for row in rows)
+            if not more:
+                return
+            query = dataclasses.replace(query, after=caselist.key_of(query, rows[-1]))
 
     async def get(self, *, case_id: int) -> dict[str, Any]:
         async with self.db.read() as session:
@@ -355,6 +398,20 @@ async def _live_case(
     if row is None:
         raise CaseNotFound("no such case")
     return dict(row._mapping)
+
+
+async def _members_for(
+    session: AsyncSession, *, branch_id: int, query: caselist.ListQuery
+) -> list[tuple[int, str]]:
+    """The branch's members by id and name, when the order needs them (the assignee's)."""
+    if query.sort != "assignee_id":
+        return []
+    found = await session.execute(
+        select(User.id, User.name)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.branch_id == branch_id)
+    )
+    return [(uid, name) for uid, name in found]
 
 
 async def field_context(session: AsyncSession, *, branch_id: int) -> F.Context:

@@ -24,12 +24,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
 from sqlalchemy.types import TypeEngine
 
-from ..casefields import FIELD, Priority, Status
+from ..casefields import FIELD, SEARCHABLE, SORTABLE, Priority, Status
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -187,7 +188,43 @@ class WarrantyCase(Base):
     # Deleted cases stay for their audit trail; every read filters them out.
     deleted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, default=None)
 
-    __table_args__ = (Index("ix_warranty_cases_branch_live", "branch_id", "deleted_at"),)
+    # The case list's indexes (migration 0004, docs/protocol.md "Listing cases"):
+    # one ordered range of the branch's live cases per sortable column, and one
+    # that holds every column the filters, the search and the sorts read. On
+    # MariaDB, which has no partial indexes, the migration puts deleted_at
+    # second instead of the WHERE.
+    __table_args__ = (
+        *(
+            Index(
+                f"ix_warranty_cases_list_{'id' if name == 'case_number' else name}",
+                "branch_id",
+                *([] if name == "case_number" else [name]),
+                "id",
+                postgresql_where=text("deleted_at IS NULL"),
+                sqlite_where=text("deleted_at IS NULL"),
+            )
+            for name in SORTABLE
+        ),
+        Index(
+            "ix_warranty_cases_search",
+            "branch_id",
+            "status",
+            "assignee_id",
+            "priority",
+            "purchase_date",
+            *SEARCHABLE,
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
+        # The trash: deleted cases by when, for its list and the purge.
+        Index(
+            "ix_warranty_cases_trash",
+            "deleted_at",
+            "branch_id",
+            postgresql_where=text("deleted_at IS NOT NULL"),
+            sqlite_where=text("deleted_at IS NOT NULL"),
+        ),
+    )
 
 
 class AuditEntry(Base):

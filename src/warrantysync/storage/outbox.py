@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .models import Branch, Counter, OutboxEvent, table
 
 
-async def _bump(session: AsyncSession, *, table: str, key_col: str, key: object, col: str) -> int:
-    """Increment ``table.col`` where ``key_col = key`` and return the new value.
+async def _bump(
+    session: AsyncSession, *, table: str, key_col: str, key: object, col: str, by: int = 1
+) -> int:
+    """Add ``by`` to ``table.col`` where ``key_col = key`` and return the new value.
 
     One statement per dialect so the read can never see another writer's
     uncommitted increment: ``RETURNING`` on SQLite and PostgreSQL, the
@@ -26,15 +28,15 @@ async def _bump(session: AsyncSession, *, table: str, key_col: str, key: object,
     dialect = session.get_bind().dialect.name
     if dialect in ("mysql", "mariadb"):
         await session.execute(
-            text(f"UPDATE {table} SET {col} = LAST_INSERT_ID({col} + 1) WHERE {key_col} = :k"),
-            {"k": key},
+            text(f"UPDATE {table} SET {col} = LAST_INSERT_ID({col} + :by) WHERE {key_col} = :k"),
+            {"k": key, "by": by},
         )
         value = (await session.execute(text("SELECT LAST_INSERT_ID()"))).scalar_one()
         return int(value)
     value = (
         await session.execute(
-            text(f"UPDATE {table} SET {col} = {col} + 1 WHERE {key_col} = :k RETURNING {col}"),
-            {"k": key},
+            text(f"UPDATE {table} SET {col} = {col} + :by WHERE {key_col} = :k RETURNING {col}"),
+            {"k": key, "by": by},
         )
     ).scalar_one()
     return int(value)
@@ -45,11 +47,16 @@ async def next_event_id(session: AsyncSession, *, branch_id: int) -> int:
 
 
 async def next_counter(session: AsyncSession, *, name: str) -> int:
+    return await next_counters(session, name=name, count=1)
+
+
+async def next_counters(session: AsyncSession, *, name: str, count: int) -> int:
+    """Take the next ``count`` values of a counter at once; returns the last of them."""
     exists = await session.scalar(select(Counter.name).where(Counter.name == name))
     if exists is None:
         session.add(Counter(name=name, value=0))
         await session.flush()
-    return await _bump(session, table="counters", key_col="name", key=name, col="value")
+    return await _bump(session, table="counters", key_col="name", key=name, col="value", by=count)
 
 
 async def append_event(session: AsyncSession, *, branch_id: int, kind: str, data: str) -> int:
@@ -58,6 +65,24 @@ async def append_event(session: AsyncSession, *, branch_id: int, kind: str, data
         insert(table(OutboxEvent)).values(branch_id=branch_id, id=event_id, kind=kind, data=data)
     )
     return event_id
+
+
+async def append_events(
+    session: AsyncSession, *, branch_id: int, kind: str, datas: Sequence[str]
+) -> list[int]:
+    """``append_event`` for many events of one kind: one counter bump, one insert."""
+    last = await _bump(
+        session, table="branches", key_col="id", key=branch_id, col="last_event_id", by=len(datas)
+    )
+    ids = list(range(last - len(datas) + 1, last + 1))
+    await session.execute(
+        insert(table(OutboxEvent)),
+        [
+            {"branch_id": branch_id, "id": event_id, "kind": kind, "data": data}
+            for event_id, data in zip(ids, datas, strict=True)
+        ],
+    )
+    return ids
 
 
 async def head(session: AsyncSession, *, branch_id: int) -> int:

@@ -131,10 +131,8 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     declared body parameter whole before any check, so no route declares one
     (tests/security/test_security_body.py keeps it so).
     """
+    refuse_declared_body(request, limit)
     too_large = PayloadTooLarge(f"request body is larger than {limit // 1024} KiB")
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
-        raise too_large
     chunks: list[bytes] = []
     size = 0
     try:
@@ -147,6 +145,17 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
         # Gone, or cut off by the body deadline: the answer reaches nobody.
         raise RequestTimeout("the request body did not arrive") from None
     return b"".join(chunks)
+
+
+def refuse_declared_body(request: Request, limit: int = MAX_BODY) -> None:
+    """413 when the body's declared ``Content-Length`` passes ``limit``; reads nothing.
+
+    A route that checks more before reading its body (the CSV import: the
+    caller's role) calls this first, so a declared oversize is refused at once.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+        raise PayloadTooLarge(f"request body is larger than {limit // 1024} KiB")
 
 
 def require_json(request: Request) -> None:

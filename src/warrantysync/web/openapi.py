@@ -17,7 +17,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from ..casefields import FIELDS
+from ..casefields import FIELDS, SORTABLE, Status
+from ..services import caselist
 from ..services.accounts import PASSWORD_MAX_LENGTH
 from .inputs import CasePatch, RestoreValue
 
@@ -106,6 +107,54 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required, "schema": schema}
 
 
+# The list's query (services/caselist.py; docs/protocol.md, "Listing cases").
+SORTS = [sort for name in SORTABLE for sort in (name, f"-{name}")]
+FILTERS = [
+    _param("q", "query", {"type": "string", "maxLength": caselist.MAX_QUERY}),
+    {
+        **_param(
+            "status", "query", {"type": "array", "items": {"enum": [s.value for s in Status]}}
+        ),
+        "style": "form",
+        "explode": True,
+    },
+    _param("assignee", "query", {"type": "string", "pattern": "^(me|none|[0-9]{1,18})$"}),
+    _param("sort", "query", {"enum": SORTS}),
+]
+PAGING = [
+    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": caselist.MAX_LIMIT}),
+    _param("cursor", "query", {"type": "string"}),
+    _param("until", "query", {"type": "string"}),
+]
+PARAMETERS = {
+    ("/api/branches/{branch_id}/cases", "get"): FILTERS + PAGING,
+    ("/api/branches/{branch_id}/cases.csv", "get"): FILTERS,
+    ("/api/branches/{branch_id}/cases/import", "post"): [
+        _param("dry_run", "query", {"type": "boolean"})
+    ],
+}
+CSV_TEXT = {"text/csv": {"schema": {"type": "string"}}}
+OPERATIONS[("/api/branches/{branch_id}/cases.csv", "get")] = {
+    "200": {
+        "description": "Every case of the list, as CSV (docs/protocol.md, CSV)",
+        "content": CSV_TEXT,
+    }
+}
+OPERATIONS[("/api/branches/{branch_id}/cases/import", "post")] = {
+    "200": {
+        "description": "What was imported (or, with dry_run, would be)",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["rows", "imported", "dry_run", "case_numbers"],
+                }
+            }
+        },
+    }
+}
+
+
 # Served on the stream lane (web/lane.py), so no FastAPI route describes it.
 EVENTS_PATH = "/api/branches/{branch_id}/events"
 EVENTS = {
@@ -152,6 +201,10 @@ def document(app: FastAPI) -> dict[str, Any]:
                     "required": True,
                     "content": _json(BODIES[path, method]),
                 }
+            if (path, method) in PARAMETERS:
+                operation.setdefault("parameters", []).extend(PARAMETERS[path, method])
+            if (path, method) == ("/api/branches/{branch_id}/cases/import", "post"):
+                operation["requestBody"] = {"required": True, "content": CSV_TEXT}
     return schema
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ...errors import WarrantySyncError
 from ...jsonutil import dumps
+from ...services import caselist
 from ...services.cases import Actor
 from ...services.idempotency import Answer, IdempotencyGuard
 from ...services.live import live_state
@@ -42,8 +43,19 @@ def etag_matches(header: str | None, etag: str) -> bool:
 async def list_cases(
     branch_id: Id, request: Request, principal: CurrentUser, services: ServicesDep
 ) -> Response:
-    await services.accounts.branch_access(user_id=principal.user_id, branch_id=branch_id)
-    cases, head = await services.cases.snapshot(branch_id=branch_id)
+    """Every case of the branch, or one page of a list (docs/protocol.md, "Listing cases").
+
+    The 304 costs no case row: the ETag is built from the branch's event head
+    (read with the access check), the live state and the query, before any
+    case is read. Every change to a case moves the head.
+    """
+    branch, _role = await services.accounts.branch_access(
+        user_id=principal.user_id, branch_id=branch_id
+    )
+    params = {name: request.query_params.getlist(name) for name in request.query_params}
+    query = None
+    if caselist.is_list_query(params):
+        query = caselist.parse(params, user_id=principal.user_id)
     # Redis away: still the cases, with live_state saying locks and presence are unknown.
     state = await live_state(
         locks=services.locks,
@@ -52,12 +64,31 @@ async def list_cases(
         seen_by=principal.user_id,
     )
     extras = dumps(state)
-    etag = '"' + hashlib.sha256(f"{branch_id}:{head}:".encode() + extras).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+
+    def etag_at(head: int) -> str:
+        scope = f"{branch_id}:{head}:"
+        if query is not None:
+            scope += f"{principal.user_id}:{query.canonical()}:"
+        return '"' + hashlib.sha256(scope.encode() + extras).hexdigest()[:32] + '"'
+
+    etag = etag_at(branch.last_event_id)
     if etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
-    body = {"cases": cases, **state, "last_event_id": str(head)}
-    return json_response(200, body, headers)
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+    body: dict[str, Any]
+    if query is None:
+        cases, head = await services.cases.snapshot(branch_id=branch_id)
+        body = {"cases": cases, **state, "last_event_id": str(head)}
+    else:
+        page, head = await services.cases.page(branch_id=branch_id, query=query)
+        body = {
+            "cases": page.cases,
+            "cursors": page.cursors,
+            "next_cursor": page.next_cursor,
+            "total": page.total,
+            **state,
+            "last_event_id": str(head),
+        }
+    return json_response(200, body, {"ETag": etag_at(head), "Cache-Control": "no-cache"})
 
 
 @router.post("/branches/{branch_id}/cases", status_code=201)

@@ -61,7 +61,8 @@ export function createApi({ fetch, csrfToken = '', clientId = '', now = Date.now
   let csrf = csrfToken;
 
   async function request(method, path, options = {}) {
-    const { body, headers = {}, ifNoneMatch, keepalive = false } = options;
+    // `raw`: a body sent as it is (a File, text), with its own Content-Type in `headers`.
+    const { body, raw, headers = {}, ifNoneMatch, keepalive = false } = options;
     const sent = { Accept: 'application/json', ...headers };
     if (!SAFE_METHODS.has(method)) {
       if (csrf) sent['X-CSRF-Token'] = csrf;
@@ -74,7 +75,7 @@ export function createApi({ fetch, csrfToken = '', clientId = '', now = Date.now
       response = await fetch(path, {
         method,
         headers: sent,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: raw !== undefined ? raw : body === undefined ? undefined : JSON.stringify(body),
         credentials: 'same-origin',
         keepalive,
       });

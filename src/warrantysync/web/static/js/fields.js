@@ -46,6 +46,12 @@ export const isNotFuture = (field) => Boolean(row(field)?.not_future);
 export const isMemberField = (field) => Boolean(row(field)?.member_of_branch);
 /** The roles a member must have to be the field's value (empty: any member). */
 export const memberRolesOf = (field) => row(field)?.member_roles ?? [];
+/** The list can be ordered by it (`sort`, docs/protocol.md "Listing cases"). */
+export const isSortable = (field) => Boolean(row(field)?.sortable);
+/** The fields the list's search (`q`) looks in, in the table's order. */
+export function searchableFields() {
+  return [...installed().values()].filter((spec) => spec.searchable).map((spec) => spec.name);
+}
 /** The value a new case starts with. */
 export const defaultOf = (field) => row(field)?.default ?? null;
 

@@ -157,12 +157,19 @@ function start() {
   });
 
   let draftsOffered = false;
+  const casesUrl = `/api/branches/${branchId}/cases`;
+  let syncRequest = null; // the window's range the sync in flight asked for
   const sync = createSync({
-    api, url: `/api/branches/${branchId}/cases`, intervalMs: config.SYNC_INTERVAL_MS || 60000,
+    api, intervalMs: config.SYNC_INTERVAL_MS || 60000,
+    // Only the table's window, so a branch of any size costs the same.
+    url: () => {
+      syncRequest = view.listRequest();
+      return `${casesUrl}?${syncRequest.query}`;
+    },
     retryDelaysMs: config.RECONNECT_DELAYS_MS, ...timers,
     onSnapshot(snapshot) {
       // Locks and presence: the live stream is fresher than a snapshot fetched beside it.
-      store.applySnapshot(snapshot, { ephemeral: connection.state !== 'connected' });
+      view.applyList(syncRequest, snapshot, { ephemeral: connection.state !== 'connected' });
       connection.noteSnapshot(snapshot.last_event_id);
       if (!draftsOffered) {
         draftsOffered = true;
@@ -186,7 +193,9 @@ function start() {
     onEvent(name, data, id) {
       if (name === 'ready') reloadForVersion(config, data);
       locks.handleEvent(name, data);
-      if (!store.applyEvent(name, data, id)) sync.now();
+      // A case the window does not hold: deleted, it still changes the count.
+      const outside = name === 'case-deleted' && !store.getCase(data.case_id);
+      if (!store.applyEvent(name, data, id) || outside) view.missed(name, data);
     },
     onStateChange: (state) => view.setConnectionState(state),
     onRoleChange: (role) => view.setStreamRole(role),
@@ -280,6 +289,21 @@ function start() {
       try { await api.post('/api/auth/logout'); } finally { location.assign('/login'); }
     },
     switchBranch: (id) => { if (id !== branchId) location.assign(`/branch/${id}`); },
+    async loadList(query) {
+      const answer = await api.get(`${casesUrl}?${query}`);
+      return answer.data;
+    },
+    refresh: () => sync.now(),
+    async loadCase(caseId) {
+      const answer = await api.get(`/api/cases/${caseId}`);
+      return answer.data;
+    },
+    async importCsv(file, dryRun) {
+      const answer = await api.request('POST', `${casesUrl}/import?dry_run=${dryRun ? 'true' : 'false'}`, {
+        raw: file, headers: { 'Content-Type': 'text/csv' },
+      });
+      return answer.data;
+    },
   };
 
   view = createView({ root: document.getElementById('app'), config, store, actions });

@@ -55,14 +55,14 @@ export function createStore({ clientId, userId }) {
   }
 
   /** Full case JSON from a PATCH/POST answer, case-created or a snapshot. */
-  function applyCase(json, { remote = false, by = null, eventId, snapshot = false } = {}) {
+  function applyCase(json, { remote = false, by = null, eventId, snapshot = false, restored = false } = {}) {
     const id = json.id;
     const current = cases.get(id);
     if (current && Number(current.version) > Number(json.version)) return [];
     if (eventId !== undefined) origin.set(id, eventId);
     if (!current) {
       cases.set(id, { ...json });
-      notify({ type: 'created', caseId: id, remote, by, snapshot });
+      notify({ type: 'created', caseId: id, remote, by, snapshot, restored });
       return Object.keys(json);
     }
     const changed = setConfirmedFields(id, json);
@@ -87,6 +87,20 @@ export function createStore({ clientId, userId }) {
     }
     if (focus && focus.caseId === caseId) focus = null;
     notify({ type: 'deleted', caseId, remote, by, discardedEdits: discarded });
+  }
+
+  /**
+   * Let go of a case the table no longer shows (it is still in the branch):
+   * its values go, so memory stays with the window. Never one with unsaved text.
+   */
+  function forgetCase(caseId) {
+    if (!cases.has(caseId) || editsFor(caseId).size || (focus && focus.caseId === caseId)) return false;
+    cases.delete(caseId);
+    origin.delete(caseId);
+    const prefix = `${caseId}:`;
+    for (const key of [...saveStates.keys()]) if (key.startsWith(prefix)) saveStates.delete(key);
+    notify({ type: 'forgotten', caseId });
+    return true;
   }
 
   function applyCaseUpdated(data, eventId) {
@@ -135,7 +149,10 @@ export function createStore({ clientId, userId }) {
   function applyEvent(name, data, eventId = null) {
     switch (name) {
       case 'case-created':
-        applyCase(data.case, { remote: !ownedBy(data, userId, clientId), by: data.by ?? null, eventId: eventId ?? undefined });
+        applyCase(data.case, {
+          remote: !ownedBy(data, userId, clientId), by: data.by ?? null, eventId: eventId ?? undefined,
+          restored: data.restored === true, // back from the trash (docs/protocol.md, "Trash")
+        });
         return true;
       case 'case-updated':
         return applyCaseUpdated(data, eventId);
@@ -167,8 +184,11 @@ export function createStore({ clientId, userId }) {
    * Merge `{cases, locks, presence, last_event_id}` from GET …/cases.
    * `ephemeral: false` keeps locks and presence as the stream has them: once
    * connected, the ordered stream is fresher than a snapshot fetched beside it.
+   * A page of the list holds only some of the branch's cases: `keep(id)` says
+   * which of the others are still wanted, and the rest are forgotten rather
+   * than deleted (`whole: false` leaves them all).
    */
-  function applySnapshot(snapshot, { ephemeral = true } = {}) {
+  function applySnapshot(snapshot, { ephemeral = true, keep = null, whole = true } = {}) {
     const head = Number(snapshot.last_event_id ?? 0);
     const seen = new Set();
     for (const json of snapshot.cases || []) {
@@ -177,9 +197,11 @@ export function createStore({ clientId, userId }) {
       const later = Number.isFinite(known) && known > head;
       applyCase(json, { remote: true, snapshot: true, eventId: later ? known : head });
     }
-    for (const id of [...cases.keys()]) {
+    for (const id of whole ? [...cases.keys()] : []) {
       // Created after the snapshot was taken (or our own, echo pending): keep.
-      if (!seen.has(id) && (origin.get(id) ?? 0) <= head) removeCase(id, { remote: true });
+      if (seen.has(id) || (origin.get(id) ?? 0) > head) continue;
+      if (keep === null) removeCase(id, { remote: true });
+      else if (!keep(id)) forgetCase(id);
     }
     if (ephemeral && Array.isArray(snapshot.locks)) replaceLocks(snapshot.locks);
     if (ephemeral && Array.isArray(snapshot.presence)) setPresence(snapshot.presence);
@@ -248,6 +270,7 @@ export function createStore({ clientId, userId }) {
     /** Our own POST answer: keep it through snapshots until its event arrives. */
     addOwnCase: (json) => applyCase(json, { eventId: Infinity }),
     removeCase,
+    forgetCase,
     getCase: (caseId) => cases.get(caseId) ?? null,
     allCases: () => [...cases.values()],
     /** A 409 told us the current value but not the version. */

@@ -1,6 +1,11 @@
-// The periodic snapshot (docs/architecture.md, "The browser client"): GET …/cases with If-None-Match every
-// SYNC_INTERVAL_MS and whenever the stream reports a gap. Overlapping
+// The periodic sync (docs/architecture.md, "The browser client"): GET …/cases
+// with If-None-Match every SYNC_INTERVAL_MS and whenever the stream reports a
+// gap or sync-required. Overlapping
 // requests are folded into one. No DOM.
+//
+// `url` may be a function, asked at each request: the bundled page re-reads
+// only the table's window (caselist.js `refresh()`), whose range changes as
+// the user scrolls. An ETag is only ever sent back to the URL it came from.
 
 import { ApiError } from './api.js';
 import { DEFAULT_DELAYS_MS, backoffDelay } from './backoff.js';
@@ -10,11 +15,11 @@ function noop() {}
 /**
  * @param {object} options
  * @param {object} options.api
- * @param {string} options.url e.g. /api/branches/1/cases
+ * @param {string|(() => string)} options.url e.g. /api/branches/1/cases
  * @param {number} options.intervalMs
  * @param {Function} options.setTimeout
  * @param {Function} options.clearTimeout
- * @param {(snapshot: object) => void} options.onSnapshot
+ * @param {(snapshot: object, url: string) => void} options.onSnapshot
  * @param {(error: ApiError) => void} [options.onError]
  */
 export function createSync(options) {
@@ -23,6 +28,7 @@ export function createSync(options) {
     onError = noop, random = Math.random, retryDelaysMs = DEFAULT_DELAYS_MS,
   } = options;
   let etag = null;
+  let etagUrl = null;
   let inflight = null;
   let again = null; // {force} when a request came in while one was running
   let timer = null;
@@ -38,12 +44,14 @@ export function createSync(options) {
   }
 
   async function fetchOnce(force) {
+    const target = typeof url === 'function' ? url() : url;
     try {
-      const answer = await api.get(url, { ifNoneMatch: force ? null : etag });
+      const answer = await api.get(target, { ifNoneMatch: force || target !== etagUrl ? null : etag });
       failures = 0;
       if (answer.status !== 304) {
         etag = answer.etag;
-        onSnapshot(answer.data);
+        etagUrl = target;
+        onSnapshot(answer.data, target);
       }
       schedule(intervalMs);
       return true;

@@ -1,11 +1,12 @@
 // The case table: rows keyed by case id, cells updated in place so a remote
 // change never rebuilds (and never steals focus from) what the user is in.
 // It is an ARIA grid with one tab stop (a roving tabindex, see view-grid.js);
-// `rowModel()` and `columns()` are what keyboard navigation walks.
+// `rowModel()` and `columns()` are what keyboard navigation walks. It draws
+// the list's window (caselist.js), never more than its few hundred rows.
 
 import { flash, h, initials } from './dom.js';
 import { HEADER } from './grid.js';
-import { fromControl, isMemberField, isNotFuture, kindOf, labelOf, maxLengthOf } from './fields.js';
+import { fromControl, isMemberField, isNotFuture, isSortable, kindOf, labelOf, maxLengthOf } from './fields.js';
 
 // Working set first, so 1366 px shows what people triage by; contact details scroll in.
 export const COLUMNS = Object.freeze([
@@ -14,7 +15,6 @@ export const COLUMNS = Object.freeze([
 ]);
 
 const INPUT_MODES = { customer_phone: 'tel', customer_email: 'email' };
-const SEARCHED = ['case_number', 'customer_name', 'customer_phone', 'customer_email', 'product', 'serial_number', 'issue', 'notes'];
 
 function optionsFor(field, ctx) {
   if (isMemberField(field)) {
@@ -108,24 +108,30 @@ export function decorate(holder, control, caseId, field, ctx) {
 }
 
 /**
+ * The table draws the rows of the list's window (caselist.js) in its order;
+ * filtering and sorting happen on the server. A row is built once and its
+ * cells are updated in place.
  * @param {object} ctx shared view context (store, options, memberName, today, readOnly, userId)
- * @param {{onOpen: (caseId: number) => void}} handlers
+ * @param {{onOpen: (caseId: number) => void, onSort: (field: string) => void}} handlers
  */
-export function createTable(ctx, { onOpen }) {
-  const rows = new Map(); // caseId -> {tr, cells: Map(field -> {td, control})}
-  let order = []; // case ids in the table's sort order: the row model's source
+export function createTable(ctx, { onOpen, onSort }) {
+  const rows = new Map(); // caseId -> {tr, cells: Map(field -> {td, control}), link}
+  let order = []; // case ids as drawn: the row model's source
   const hiddenColumns = new Set();
   const tbody = h('tbody');
-  const sort = { key: 'case_number', dir: -1 };
   const headers = new Map();
-  let filters = { query: '', status: '', assignee: '' };
 
   const thead = h('thead', {}, h('tr', {}, COLUMNS.map((field) => {
     const button = h('button', { type: 'button', class: 'sort', tabindex: '-1', dataset: { sort: field } },
       labelOf(field), h('span', { class: 'sort-indicator', 'aria-hidden': 'true' }));
     const th = h('th', { scope: 'col', class: `col-${field}`, dataset: { col: field } }, button);
     headers.set(field, th);
-    button.addEventListener('click', () => sortBy(field));
+    // Still a button (the grid's header cells take the keyboard), but one that sorts nothing.
+    if (isSortable(field)) button.addEventListener('click', () => onSort(field));
+    else {
+      button.setAttribute('aria-disabled', 'true');
+      button.title = 'This column cannot be sorted';
+    }
     return th;
   })));
   const table = h('table', { class: 'cases', id: 'cases-table', role: 'grid', 'aria-label': 'Cases' }, thead, tbody);
@@ -166,84 +172,53 @@ export function createTable(ctx, { onOpen }) {
   }
 
   function render(caseId, options) {
-    let row = rows.get(caseId);
-    if (!row) {
-      row = buildRow(caseId);
-      order.push(caseId);
-      tbody.append(row.tr);
-    }
+    const row = rows.get(caseId);
+    if (!row || !ctx.store.getCase(caseId)) return null;
     row.link.textContent = ctx.store.getCase(caseId).case_number;
     for (const field of row.cells.keys()) renderCell(caseId, field, options);
-    row.tr.hidden = !visible(caseId);
     return row;
   }
 
-  function sortValue(caseId, key) {
-    const value = ctx.store.displayValue(caseId, key);
-    if (ctx.options(key)) return ctx.order(key, value);
-    if (isMemberField(key)) return value === null ? '\uffff' : ctx.memberName(value).toLowerCase();
-    if (key === 'case_number') return String(value ?? '');
-    return value === null || value === '' ? '\uffff' : String(value).toLowerCase();
+  /**
+   * Draw exactly `ids`, in that order: new rows are built, rows that left are
+   * removed, the others stay the same elements (focus, typing, locks untouched).
+   * @returns {number[]} the ids whose rows were built now
+   */
+  function setRows(ids) {
+    const wanted = new Set(ids);
+    for (const [caseId, row] of rows) {
+      if (!wanted.has(caseId)) {
+        row.tr.remove();
+        rows.delete(caseId);
+      }
+    }
+    const built = [];
+    let at = tbody.firstElementChild;
+    for (const caseId of ids) {
+      let row = rows.get(caseId);
+      if (!row) {
+        if (!ctx.store.getCase(caseId)) continue;
+        row = buildRow(caseId);
+        built.push(caseId);
+      }
+      if (row.tr === at) {
+        at = at.nextElementSibling;
+      } else {
+        tbody.insertBefore(row.tr, at);
+      }
+    }
+    for (const caseId of built) render(caseId);
+    order = ids.filter((caseId) => rows.has(caseId));
+    return built;
   }
 
-  function compare(a, b) {
-    const x = sortValue(a, sort.key);
-    const y = sortValue(b, sort.key);
-    const diff = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
-    return diff * sort.dir || (a - b) * sort.dir;
-  }
-
-  function showSort() {
+  function showSort(sort) {
+    const desc = sort.startsWith('-');
+    const key = desc ? sort.slice(1) : sort;
     for (const [field, th] of headers) {
-      if (field === sort.key) th.setAttribute('aria-sort', sort.dir > 0 ? 'ascending' : 'descending');
+      if (field === key) th.setAttribute('aria-sort', desc ? 'descending' : 'ascending');
       else th.removeAttribute('aria-sort');
     }
-  }
-
-  /** Reorders rows; only on explicit user action, so remote edits never move rows under the cursor. */
-  function sortBy(key, dir) {
-    sort.dir = dir ?? (sort.key === key ? -sort.dir : 1);
-    sort.key = key;
-    order = [...rows.keys()].sort(compare);
-    tbody.append(...order.map((id) => rows.get(id).tr));
-    showSort();
-  }
-
-  function insert(caseId) {
-    const row = render(caseId);
-    order = order.filter((id) => id !== caseId);
-    let at = order.findIndex((id) => compare(caseId, id) < 0);
-    if (at < 0) at = order.length;
-    order.splice(at, 0, caseId);
-    const next = order[at + 1];
-    tbody.insertBefore(row.tr, next === undefined ? null : rows.get(next).tr);
-    return row;
-  }
-
-  function matches(caseId) {
-    const json = ctx.store.getCase(caseId);
-    if (!json) return false;
-    const value = (field) => ctx.store.displayValue(caseId, field);
-    if (filters.status && value('status') !== filters.status) return false;
-    if (filters.assignee === 'none' && value('assignee_id') !== null) return false;
-    if (filters.assignee === 'me' && value('assignee_id') !== ctx.userId) return false;
-    if (/^\d+$/.test(filters.assignee) && value('assignee_id') !== Number(filters.assignee)) return false;
-    const query = filters.query.trim().toLowerCase();
-    return !query || SEARCHED.some((field) => String(value(field) ?? '').toLowerCase().includes(query));
-  }
-
-  function visible(caseId) {
-    const row = rows.get(caseId);
-    // Never hide a row the user is working in, whatever the filter says now.
-    const busy = row && (row.tr.contains(document.activeElement) || ctx.store.editsFor(caseId).size > 0);
-    return busy || matches(caseId);
-  }
-
-  function remove(caseId) {
-    const row = rows.get(caseId);
-    if (row) row.tr.remove();
-    rows.delete(caseId);
-    order = order.filter((id) => id !== caseId);
   }
 
   function setHiddenColumns(fields) {
@@ -261,32 +236,44 @@ export function createTable(ctx, { onOpen }) {
     return field === COLUMNS[0] ? row.link : row.cells.get(field)?.td ?? null;
   }
 
+  /** The rows (by their index in `order`) the scroll container `wrap` shows now. */
+  function visibleRange(wrap) {
+    if (!order.length || !wrap) return null;
+    const head = thead.getBoundingClientRect().height;
+    const top = wrap.scrollTop + head;
+    const bottom = wrap.scrollTop + wrap.clientHeight;
+    const offset = (index) => rows.get(order[index]).tr.offsetTop;
+    let low = 0;
+    let high = order.length - 1;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if (offset(mid) + rows.get(order[mid]).tr.offsetHeight <= top) low = mid + 1;
+      else high = mid;
+    }
+    let last = low;
+    while (last + 1 < order.length && offset(last + 1) < bottom) last += 1;
+    return { first: low, last };
+  }
+
   return {
     element: table,
     rows,
     render,
     renderCell,
-    insert,
-    sortBy,
-    resort: () => sortBy(sort.key, sort.dir),
-    remove,
-    setFilters(next) {
-      filters = { ...filters, ...next };
-      for (const id of rows.keys()) rows.get(id).tr.hidden = !visible(id);
-    },
-    refreshVisibility(caseId) {
-      const row = rows.get(caseId);
-      if (row) row.tr.hidden = !visible(caseId);
-    },
-    visibleCount: () => [...rows.values()].filter((r) => !r.tr.hidden).length,
-    /** The rows the user can see, in order: what the keyboard walks (a window may replace it). */
-    rowModel: () => [HEADER, ...order.filter((id) => !rows.get(id).tr.hidden)],
+    setRows,
+    showSort,
+    visibleRange,
+    /** The rows drawn, in order: what the keyboard walks. */
+    rowModel: () => [HEADER, ...order],
+    ids: () => order,
+    rowCount: () => order.length,
     /** The columns shown, in order. */
     columns: () => COLUMNS.filter((field) => !hiddenColumns.has(field)),
     hiddenColumns: () => new Set(hiddenColumns),
     setHiddenColumns,
     cellTarget,
     headerCell: (field) => headers.get(field),
+    rowOf: (caseId) => rows.get(caseId)?.tr ?? null,
     rowHasFocus: (caseId) => Boolean(rows.get(caseId)?.tr.contains(document.activeElement)),
     /** The cell holding a control, for keyboard moves (Enter = next row, same column). */
     locate(control) {

@@ -2,9 +2,10 @@
 // The only module (with its view-*.js parts) that touches the DOM. It reads
 // the store, and turns user gestures into calls on `actions` (see main.js).
 
-import { colourSlot, flash, h, initials, todayIn } from './dom.js';
+import { colourSlot, h, initials, todayIn } from './dom.js';
 import { choicesOf, editableFields, memberRolesOf } from './fields.js';
 import { fittingColumns } from './grid.js';
+import { createCaseList } from './view-caselist.js';
 import {
   createConfirmDialog, createConflictDialog, createHelpDialog, createNewCaseDialog, createPasswordDialog, createToasts,
 } from './view-dialogs.js';
@@ -14,6 +15,7 @@ import { createPeek } from './view-peek.js';
 import { createCaseSheet } from './view-print.js';
 import { COLUMNS, createTable } from './view-table.js';
 import { createTrash, createUndoButtons } from './view-undo.js';
+import { createToolbar } from './view-toolbar.js';
 
 const CONNECTION_LABELS = {
   connecting: ['Connecting…', 'Opening the live connection'],
@@ -33,7 +35,6 @@ export const STALLED_LABEL = Object.freeze([
 // Shown while the server cannot know locks and presence (live_state "unavailable").
 export const LIVE_STATE_UNAVAILABLE = 'Live locks are unavailable; your saves are still checked against changes by others';
 const MAX_AVATARS = 6;
-const SEARCH_DEBOUNCE_MS = 150;
 const COLUMNS_KEY = 'warrantysync:columns';
 
 function buildContext(config, store, actions) {
@@ -87,8 +88,9 @@ function storage() {
 /**
  * @param {{root: HTMLElement, config: object, store: object, actions: object}} options
  * actions: edit, focusField, blurField, discard, isDraft, saveDraft, discardDraft, forceRelease,
- * createCase, deleteCase, loadHistory, changePassword, logout, switchBranch; undo, redo, nextUndo,
- * nextRedo, restoreEntry, loadTrash, restoreCase (view-undo.js, view-panel.js)
+ * createCase, deleteCase, loadHistory, changePassword, logout, switchBranch,
+ * loadList(query) (one page of GET …/cases), loadCase(id), importCsv(file, dryRun), refresh() (the periodic sync, now);
+ * undo, redo, nextUndo, nextRedo, restoreEntry, loadTrash, restoreCase (view-undo.js, view-panel.js)
  */
 export function createView({ root, config, store, actions }) {
   const ctx = buildContext(config, store, actions);
@@ -101,7 +103,15 @@ export function createView({ root, config, store, actions }) {
   const peek = createPeek(ctx);
   const sheet = createCaseSheet(ctx, { branchName: config.branch_name || '' });
   const caseUrl = (id) => `/branch/${config.branch_id}/cases/${id}`;
-  const table = createTable(ctx, { onOpen: (id) => panel.open(id) });
+  const table = createTable(ctx, { onOpen: (id) => panel.open(id), onSort: (field) => cases.sortBy(field) });
+  const printCaption = h('p', { class: 'print-caption' });
+  const empty = h('p', { class: 'empty', text: 'Loading cases…' });
+  const wrap = h('div', { class: 'table-wrap', id: 'table-wrap' }, table.element, empty);
+  const cases = createCaseList(ctx, {
+    table, wrap, empty, printCaption, actions, toast,
+    late: { panel: () => panel, grid: () => grid, toolbar: () => toolbarParts },
+  });
+  const { list } = cases;
   const panel = createPanel(ctx, {
     actions, toast, confirm, link: (id) => new URL(caseUrl(id), location.href).href,
     onShown: (id) => showUrl(id),
@@ -156,40 +166,18 @@ export function createView({ root, config, store, actions }) {
       h('div', { class: 'user-menu-wrap' }, userButton, userMenu)));
 
   // Toolbar
-  const search = h('input', { type: 'search', id: 'search', class: 'search', placeholder: 'Search cases  ( / )', 'aria-label': 'Search cases', autocomplete: 'off' });
-  const statusFilter = h('select', { id: 'status-filter', class: 'filter', 'aria-label': 'Filter by status' },
-    h('option', { value: '', text: 'All statuses' }), ctx.options('status').map((o) => h('option', { value: o.value, text: o.label })));
-  const assigneeFilter = h('select', { id: 'assignee-filter', class: 'filter', 'aria-label': 'Filter by assignee' },
-    h('option', { value: '', text: 'Anyone' }), h('option', { value: 'me', text: 'Assigned to me' }),
-    h('option', { value: 'none', text: 'Unassigned' }), ctx.members.map((m) => h('option', { value: String(m.id), text: m.name })));
-  const count = h('span', { class: 'count', id: 'case-count', 'aria-live': 'polite' });
-  const viewOnly = h('span', { id: 'view-only', class: 'badge badge-view-only', title: 'You can read this branch’s cases but not change them.', text: 'View only', hidden: true });
+  const toolbarParts = createToolbar(ctx, {
+    config, list, toast, importCsv: actions.importCsv,
+    onView: (next) => cases.setView(next), onShowNew: () => cases.showNew(), onNewCase: () => openNewCase(),
+    tools: [undoButtons.element, trash.button],
+  });
+  const { search, element: toolbar } = toolbarParts;
   const columnsButton = h('button', { type: 'button', id: 'columns-button', class: 'btn', 'aria-expanded': 'false', 'aria-controls': 'columns-menu', text: 'Columns' });
   const columnsMenu = h('div', { id: 'columns-menu', class: 'columns-menu', hidden: true });
-  const newCase = h('button', { type: 'button', id: 'new-case', class: 'btn btn-primary', text: 'New case' });
-  const toolbar = h('div', { class: 'toolbar' }, search, statusFilter, assigneeFilter, count, viewOnly,
-    h('span', { class: 'spacer' }), undoButtons.element, trash.button,
-    h('div', { class: 'columns-wrap' }, columnsButton, columnsMenu), newCase);
+  toolbarParts.columns.append(columnsButton, columnsMenu);
 
   const liveBanner = h('p', { id: 'live-state-banner', class: 'banner', role: 'status', hidden: true, text: LIVE_STATE_UNAVAILABLE });
-  const printCaption = h('p', { class: 'print-caption' });
-  const empty = h('p', { class: 'empty', text: 'Loading cases…' });
-  const wrap = h('div', { class: 'table-wrap', id: 'table-wrap' }, table.element, empty);
   const main = h('main', { class: 'app-main', id: 'main' }, toolbar, liveBanner, printCaption, wrap, peek.element);
-
-  const numbers = new Intl.NumberFormat();
-  function updateCount() {
-    const total = store.allCases().length;
-    const shown = table.visibleCount();
-    count.textContent = shown === total
-      ? `${numbers.format(total)} case${total === 1 ? '' : 's'}`
-      : `${numbers.format(shown)} of ${numbers.format(total)} cases`;
-    if (loaded) {
-      empty.textContent = total ? 'No cases match these filters.' : 'No cases yet. Create the first one with “New case”.';
-      empty.hidden = shown > 0;
-    }
-  }
-  let loaded = false;
 
   function renderPresence() {
     const viewers = [...store.presence()].sort((a, b) => (a.user.id === ctx.userId) - (b.user.id === ctx.userId));
@@ -264,34 +252,25 @@ export function createView({ root, config, store, actions }) {
   }
 
   // Store → screen
-  let needsSort = false;
   store.subscribe((change) => {
     const { type, caseId } = change;
     if (type === 'created') {
-      if (change.snapshot) {
-        table.render(caseId);
-        needsSort = true; // counted once the whole snapshot is in
-      } else {
-        const row = table.insert(caseId);
-        if (change.remote) flash(row.tr, 'row-new');
-        updateCount();
-      }
+      // A page's cases are drawn with the page (applyList); live ones take their place here.
+      if (!change.snapshot) cases.created(caseId, change.remote, change.restored);
     } else if (type === 'case') {
       for (const field of change.fields) table.renderCell(caseId, field, { highlight: change.remote });
-      table.refreshVisibility(caseId);
       panel.caseChanged(caseId);
-      updateCount();
+      if (!change.snapshot) cases.updated(caseId);
     } else if (type === 'edit' || type === 'save-state') {
       for (const field of change.fields) table.renderCell(caseId, field, { force: change.force });
       if (panel.caseId === caseId) panel.renderFields({ force: change.force });
-      if (type === 'edit') table.refreshVisibility(caseId);
+      cases.settle(caseId);
     } else if (type === 'deleted') {
       const refocus = grid.rowLeaving(caseId);
-      table.remove(caseId);
+      cases.deleted(caseId);
       if (refocus) refocus();
       panel.caseDeleted(caseId, change.remote ? change.by : null);
       if (change.remote && change.discardedEdits) toast(`${change.by ? change.by.name : 'Someone'} deleted a case you were editing; your unsaved changes to it were dropped.`, 'warning');
-      updateCount();
     } else if (type === 'lock') {
       table.renderCell(caseId, change.field);
       if (panel.caseId === caseId) panel.renderFields();
@@ -302,20 +281,16 @@ export function createView({ root, config, store, actions }) {
     } else if (type === 'live-state') {
       liveBanner.hidden = store.liveState() !== 'unavailable';
     } else if (type === 'snapshot') {
-      const first = !loaded;
-      loaded = true;
-      if (needsSort && !table.element.contains(document.activeElement)) {
-        table.resort();
-        needsSort = false;
+      if (!firstShown && list.loaded) {
+        firstShown = true;
+        queueMicrotask(() => {
+          fitColumns();
+          openLinkedCase();
+        });
       }
-      updateCount();
-      if (first) {
-        fitColumns();
-        openLinkedCase();
-      }
-      grid.ensureActive();
     }
   });
+  let firstShown = false;
 
   // The panel's case is in the address bar, so a reload or a link opens it again.
   function showUrl(id) {
@@ -323,42 +298,39 @@ export function createView({ root, config, store, actions }) {
     if (location.pathname !== path) history.replaceState(history.state, '', path + location.search);
   }
 
-  function openLinkedCase() {
+  /** The linked case may be far down the list (or filtered out): fetch it for the panel. */
+  async function openLinkedCase() {
     const id = Number(config.open_case);
     if (!id) return;
+    if (!store.getCase(id)) {
+      try {
+        const json = await actions.loadCase(id);
+        store.applySnapshot({ cases: [json], last_event_id: '0' }, { ephemeral: false, whole: false });
+      } catch {
+        // gone meanwhile: said below
+      }
+    }
     if (!panel.open(id)) {
       toast('That case is no longer in this branch.', 'warning');
       showUrl(null);
     }
   }
 
-  let searchTimer = null;
-  function applyFilters() {
-    table.setFilters({ query: search.value, status: statusFilter.value, assignee: assigneeFilter.value });
-    const parts = [statusFilter.value && `status ${statusFilter.selectedOptions[0].text}`,
-      assigneeFilter.value && `assignee ${assigneeFilter.selectedOptions[0].text}`,
-      search.value.trim() && `matching “${search.value.trim()}”`].filter(Boolean);
-    printCaption.textContent = `${config.branch_name || ''} — ${parts.length ? `cases with ${parts.join(', ')}` : 'all cases'}`;
-    updateCount();
-    grid.ensureActive();
-  }
-
   function bind() {
     grid.bind(root);
     undoButtons.bind();
     peek.bind(wrap);
-    search.addEventListener('input', () => {
-      clearTimeout(searchTimer);
-      searchTimer = setTimeout(applyFilters, SEARCH_DEBOUNCE_MS);
-    });
-    statusFilter.addEventListener('change', applyFilters);
-    assigneeFilter.addEventListener('change', applyFilters);
-    newCase.addEventListener('click', () => openNewCase());
+    cases.bind();
     logout.addEventListener('click', () => actions.logout());
     passwordItem.addEventListener('click', () => { toggle(userButton, userMenu, false); openPassword(); });
     helpItem.addEventListener('click', () => { toggle(userButton, userMenu, false); openHelp(); });
     userButton.addEventListener('click', () => toggle(userButton, userMenu));
-    columnsButton.addEventListener('click', () => toggle(columnsButton, columnsMenu));
+    columnsButton.addEventListener('click', () => {
+      toggle(columnsButton, columnsMenu);
+      // On a narrow window the toolbar wraps and the button may start a line: open to the right.
+      columnsMenu.classList.remove('menu-start');
+      if (!columnsMenu.hidden && columnsMenu.getBoundingClientRect().left < 0) columnsMenu.classList.add('menu-start');
+    });
     retry.addEventListener('click', () => connectionInfo.retryNow());
     switcher.addEventListener('change', () => { if (switcher.value) actions.switchBranch(Number(switcher.value)); });
     document.addEventListener('click', (event) => {
@@ -434,8 +406,7 @@ export function createView({ root, config, store, actions }) {
   function setRole(role) {
     ctx.setRole(role);
     root.dataset.role = role;
-    newCase.hidden = role === 'viewer';
-    viewOnly.hidden = role !== 'viewer';
+    toolbarParts.setRole(role);
     trash.setRole(role);
     undoButtons.refresh();
     decorateAll();
@@ -471,8 +442,16 @@ export function createView({ root, config, store, actions }) {
       bind();
       setConnectionState('connecting');
       setRole(ctx.role());
-      applyFilters();
+      table.showSort(list.view.sort);
+      printCaption.textContent = toolbarParts.caption();
+      cases.updateCount();
     },
+    /** What the periodic sync fetches now: the window's range (caselist.js `refresh()`). */
+    listRequest: () => cases.request(),
+    /** An answer of the periodic sync or sync-required. */
+    applyList: (req, answer, options) => cases.applyList(req, answer, options),
+    /** The stream told of a case this tab does not hold (view-caselist.js). */
+    missed: (name, data) => cases.missed(name, data),
     setConnectionState,
     /** `leader`, `follower` (the stream is another tab's) or `alone`: #connection-status[data-stream]. */
     setStreamRole(role) {
