@@ -21,17 +21,19 @@ from .services.broker import Broker, make_broker_backend
 from .services.cases import CaseService
 from .services.idempotency import sweep as sweep_idempotency
 from .services.live import live_state
+from .services.lockrequests import LockRequests, make_lock_request_backend
 from .services.locks import LockManager, locks_seen_by, make_lock_backend
 from .services.metrics import TASKS_SAMPLE_EVERY, Metrics
 from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
+from .services.rowpresence import RowPresence, make_row_presence_backend
 from .storage.db import Database
 from .web import errors as web_errors
 from .web import openapi as web_openapi
 from .web.forwarded import ForwardedHeaders
 from .web.lane import App
 from .web.requestid import TrustedPeers
-from .web.routes import auth, cases, health, locks, pages
+from .web.routes import auth, cases, health, locks, pages, where
 from .web.security import EdgeHeaders, PerIpLimit
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,12 @@ async def build_services(settings: Settings) -> Services:
         force_cooldown=settings.forced_release_cooldown,
     )
 
+    rows = RowPresence(
+        make_row_presence_backend(settings.redis_url), publish=broker.publish_ephemeral
+    )
+
     async def client_gone(branch_id: int, user_id: int, client_id: str) -> None:
+        await rows.forget_client(branch_id=branch_id, user_id=user_id, client_id=client_id)
         await lock_manager.release_client(
             branch_id=branch_id, user_id=user_id, client_id=client_id, reason="disconnected"
         )
@@ -78,7 +85,9 @@ async def build_services(settings: Settings) -> Services:
     async def state_of(branch_id: int) -> dict[str, Any]:
         # After a re-subscription Redis answers again: do not wait for the upkeep to notice.
         await presence.probe()
-        return await live_state(locks=lock_manager, presence=presence, branch_id=branch_id)
+        return await live_state(
+            locks=lock_manager, presence=presence, branch_id=branch_id, rows=rows
+        )
 
     broker.state_provider = state_of
     broker.state_view = lambda state, user_id: {
@@ -102,8 +111,17 @@ async def build_services(settings: Settings) -> Services:
             locks=settings.rate_limit_locks,
             login=settings.rate_limit_login,
             ip=settings.rate_limit_ip,
+            lock_requests=settings.rate_limit_lock_requests,
             metrics=metrics,
         ),
+        lock_requests=LockRequests(
+            make_lock_request_backend(settings.redis_url),
+            locks=lock_manager,
+            publish=broker.publish_ephemeral,
+            timeout=settings.lock_request_timeout,
+            attending=attending,
+        ),
+        rows=rows,
     )
 
 
@@ -155,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(services.locks.run(stop), name="lock-expiry"),
+            asyncio.create_task(services.lock_requests.run(stop), name="lock-request-timeout"),
             # Presence upkeep: with Redis, renews this node's lease and takes over
             # the streams of nodes whose lease lapsed; idle in memory
             # (docs/deployment.md, "What happens when something fails").
@@ -191,6 +210,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.presence.close()
             await services.broker.stop()
+            await services.lock_requests.close()
+            await services.rows.close()
             await services.locks.close()
             await services.limits.close()
             await services.db.dispose()
@@ -207,7 +228,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.trusted_peers = TrustedPeers(settings.trusted_proxies)
     web_errors.install(app)
-    for module in (auth, cases, locks, health, pages):
+    for module in (auth, cases, locks, where, health, pages):
         app.include_router(module.router)
     web_openapi.install(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -8,10 +8,12 @@ from .config import Settings
 from .services.accounts import Accounts
 from .services.broker import Broker
 from .services.cases import CaseService
+from .services.lockrequests import LockRequests
 from .services.locks import LockManager
 from .services.metrics import Metrics
 from .services.presence import Presence
 from .services.ratelimit import RateLimits
+from .services.rowpresence import RowPresence
 from .storage.db import Database
 
 
@@ -26,3 +28,5 @@ class Services:
     locks: LockManager
     presence: Presence
     limits: RateLimits
+    lock_requests: LockRequests
+    rows: RowPresence

@@ -25,6 +25,7 @@ from .events import READY, SYNC_REQUIRED, encode, retry_frame
 from .live import live_state
 from .locks import LockManager
 from .presence import Presence
+from .rowpresence import RowPresence
 
 RETRY_MS = 1000
 OVERLOAD_RETRY_MS = (2000, 10000)
@@ -50,6 +51,7 @@ class Stream:
         branch_id: int,
         client_id: str,
         resume: str | None,
+        rows: RowPresence | None = None,
     ) -> None:
         self.broker = broker
         self.locks = locks
@@ -59,6 +61,7 @@ class Stream:
         self.branch_id = branch_id
         self.client_id = client_id
         self.resume = resume
+        self.rows = rows
         key = (
             ("session", principal.session_id)
             if principal.session_id is not None
@@ -172,6 +175,7 @@ class Stream:
             presence=self.presence,
             branch_id=self.branch_id,
             seen_by=self.principal.user_id,
+            rows=self.rows,
         )
         payload: dict[str, Any] = {
             "client_id": self.client_id,

@@ -45,6 +45,7 @@ async def list_cases(
         presence=services.presence,
         branch_id=branch_id,
         seen_by=principal.user_id,
+        rows=services.rows,
     )
     extras = dumps(state)
     etag = '"' + hashlib.sha256(f"{branch_id}:{head}:".encode() + extras).hexdigest()[:32] + '"'
