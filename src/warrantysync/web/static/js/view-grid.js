@@ -148,7 +148,11 @@ export function createGrid(ctx, { table, panel, actions, toast, peek, openHelp, 
     const { caseId, field, control } = where;
     const lock = ctx.store.lockedByOther(caseId, field);
     if (lock) {
-      toast(`Locked by ${(lock.user && lock.user.name) || 'someone else'}: you can read it, not change it now.`, 'info');
+      const name = (lock.user && lock.user.name) || 'someone else';
+      // Offer to ask for it (docs/protocol.md, "Asking for a locked field").
+      const ask = !ctx.readOnly() && ctx.askRelease && lock.user
+        ? [{ label: `Ask ${name} for this field`, run: () => ctx.askRelease(caseId, field) }] : [];
+      toast(`Locked by ${name}: you can read it, not change it now.`, 'info', { actions: ask });
       return;
     }
     if (ctx.readOnly() && text !== undefined) {

@@ -6,6 +6,7 @@
 import { flash, h, initials } from './dom.js';
 import { HEADER } from './grid.js';
 import { fromControl, isMemberField, isNotFuture, kindOf, labelOf, maxLengthOf } from './fields.js';
+import { lockTiming } from './where.js';
 
 // Working set first, so 1366 px shows what people triage by; contact details scroll in.
 export const COLUMNS = Object.freeze([
@@ -62,7 +63,8 @@ export function decorate(holder, control, caseId, field, ctx) {
   if (lock) {
     const name = (lock.user && lock.user.name) || 'someone';
     holder.dataset.lockedBy = name;
-    holder.title = `Locked by ${name}`;
+    // The 🔒 tooltip: who, how long they have not worked in it, when it lapses.
+    holder.title = `Locked by ${name} · ${lockTiming(lock)}`;
     // Managers may take a lock away (docs/protocol.md, Locks): their badge is a button.
     const canForce = ctx.role() === 'manager' && typeof ctx.forceRelease === 'function';
     if (badge && (badge.tagName === 'BUTTON') !== canForce) {
@@ -87,12 +89,14 @@ export function decorate(holder, control, caseId, field, ctx) {
     // The visible initials start the button's name, the rest is for screen readers.
     badge.replaceChildren(`🔒 ${initials(name)}`, ...(badge.tagName === 'BUTTON'
       ? [h('span', { class: 'visually-hidden', text: ` — release ${name}'s lock on this field` })] : []));
+    decorateAsk(holder, caseId, field, name, ctx);
     // Said to screen readers too: the lock is more than a colour and a glyph.
     control.setAttribute('aria-label', `${control.dataset.label}, locked by ${name}`);
   } else {
     delete holder.dataset.lockedBy;
     holder.removeAttribute('title');
     if (badge) badge.remove();
+    holder.querySelector(':scope > .ask-release')?.remove();
     control.setAttribute('aria-label', control.dataset.label);
   }
   control.disabled = Boolean(lock) || (ctx.readOnly() && control.tagName === 'SELECT');
@@ -103,6 +107,30 @@ export function decorate(holder, control, caseId, field, ctx) {
   holder.toggleAttribute('data-draft', ctx.isDraft(caseId, field));
   if (state === 'error') control.setAttribute('aria-invalid', 'true');
   else control.removeAttribute('aria-invalid');
+}
+
+/** On a cell locked by someone else: "Ask <name> for this field" (docs/protocol.md, DOM hooks). */
+function decorateAsk(holder, caseId, field, name, ctx) {
+  let ask = holder.querySelector(':scope > .ask-release');
+  if (ctx.readOnly() || typeof ctx.askRelease !== 'function') {
+    if (ask) ask.remove();
+    return;
+  }
+  if (!ask) {
+    ask = h('button', {
+      type: 'button', class: 'ask-release', tabindex: '-1', dataset: { action: 'ask-release' },
+      onclick: (event) => {
+        event.preventDefault();
+        event.stopPropagation();
+        ctx.askRelease(caseId, field);
+      },
+    });
+    holder.append(ask);
+  }
+  const label = `Ask ${name} for this field`;
+  ask.title = label;
+  ask.setAttribute('aria-label', label);
+  ask.textContent = 'Ask';
 }
 
 /**
@@ -136,7 +164,8 @@ export function createTable(ctx, { onOpen }) {
       type: 'button', class: 'case-link', tabindex: '-1', 'aria-label': `Open ${json.case_number} details`, text: json.case_number,
     });
     link.addEventListener('click', () => onOpen(caseId));
-    tr.append(h('th', { scope: 'row', class: 'col-case_number', dataset: { col: 'case_number' } }, link));
+    const presence = h('span', { class: 'row-presence' });
+    tr.append(h('th', { scope: 'row', class: 'col-case_number', dataset: { col: 'case_number' } }, link, presence));
     for (const field of COLUMNS.slice(1)) {
       const control = createControl(field, ctx, `${labelOf(field)}, ${json.case_number}`);
       control.tabIndex = -1;
@@ -146,7 +175,7 @@ export function createTable(ctx, { onOpen }) {
       cells.set(field, { td, control });
       tr.append(td);
     }
-    const row = { tr, cells, link };
+    const row = { tr, cells, link, presence };
     rows.set(caseId, row);
     return row;
   }
@@ -169,6 +198,7 @@ export function createTable(ctx, { onOpen }) {
       row = buildRow(caseId);
       order.push(caseId);
       tbody.append(row.tr);
+      if (ctx.onRowBuilt) ctx.onRowBuilt(caseId);
     }
     row.link.textContent = ctx.store.getCase(caseId).case_number;
     for (const field of row.cells.keys()) renderCell(caseId, field, options);
@@ -284,6 +314,8 @@ export function createTable(ctx, { onOpen }) {
     hiddenColumns: () => new Set(hiddenColumns),
     setHiddenColumns,
     cellTarget,
+    /** Where a rendered row shows who is on it (view-presence.js); null for a row not rendered. */
+    presenceSlot: (caseId) => rows.get(caseId)?.presence ?? null,
     headerCell: (field) => headers.get(field),
     rowHasFocus: (caseId) => Boolean(rows.get(caseId)?.tr.contains(document.activeElement)),
     /** The cell holding a control, for keyboard moves (Enter = next row, same column). */

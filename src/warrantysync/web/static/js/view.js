@@ -11,6 +11,7 @@ import {
 import { createGrid } from './view-grid.js';
 import { createPanel, describeFull, describeValue } from './view-panel.js';
 import { createPeek } from './view-peek.js';
+import { createWhereView } from './view-presence.js';
 import { createCaseSheet } from './view-print.js';
 import { COLUMNS, createTable } from './view-table.js';
 
@@ -77,11 +78,14 @@ function storage() {
 /**
  * @param {{root: HTMLElement, config: object, store: object, actions: object}} options
  * actions: edit, focusField, blurField, discard, isDraft, saveDraft, discardDraft, forceRelease,
- * createCase, deleteCase, loadHistory, changePassword, logout, switchBranch
+ * createCase, deleteCase, loadHistory, changePassword, logout, switchBranch; askRelease,
+ * answerRequest, caseShown (who is where, view-presence.js)
+ * rows: the row presence model (where.js), or none
  */
-export function createView({ root, config, store, actions }) {
+export function createView({ root, config, store, actions, rows = null }) {
   const ctx = buildContext(config, store, actions);
   ctx.forceRelease = actions.forceRelease;
+  ctx.askRelease = actions.askRelease;
   const toasts = createToasts();
   const toast = (message, kind, options) => toasts.show(message, kind, options);
   const confirm = createConfirmDialog();
@@ -93,9 +97,18 @@ export function createView({ root, config, store, actions }) {
   const table = createTable(ctx, { onOpen: (id) => panel.open(id) });
   const panel = createPanel(ctx, {
     actions, toast, confirm, link: (id) => new URL(caseUrl(id), location.href).href,
-    onShown: (id) => showUrl(id),
+    onShown: (id) => {
+      showUrl(id);
+      if (where) where.renderPanel();
+      if (actions.caseShown) actions.caseShown(id);
+    },
     onPrint: (id, history) => sheet.print(id, history),
   });
+  const where = rows && createWhereView(ctx, {
+    rows, table, panel, answer: (id, choice) => actions.answerRequest(id, choice),
+    caseName: (id) => store.getCase(id)?.case_number ?? 'a case',
+  });
+  ctx.onRowBuilt = (id) => { if (where) where.renderRow(id); };
   const dialogOpen = () => Boolean(document.querySelector('dialog[open]'));
   const grid = createGrid(ctx, { table, panel, actions, toast, peek, openHelp, dialogOpen });
   ctx.focusCaseLink = (id) => grid.focus(id, COLUMNS[0]);
@@ -415,6 +428,7 @@ export function createView({ root, config, store, actions }) {
     if (panel.caseId === caseId) panel.renderFields();
     const what = `${label} of ${caseName}`;
     const why = reason === 'forced' ? `${who && who.name ? who.name : 'A manager'} released your lock on ${what}.`
+      : reason === 'transferred' ? `${what} is ${who && who.name ? `${who.name}’s` : 'someone else’s'} now.`
       : reason === 'expired' ? `Your lock on ${what} expired.`
         : `${who && who.name ? who.name : 'Someone else'} now holds ${what}.`;
     if (!held) {
@@ -434,6 +448,7 @@ export function createView({ root, config, store, actions }) {
     mount() {
       root.classList.add('app');
       root.replaceChildren(header, main, panel.element, toasts.element, sheet.element);
+      if (where) root.append(where.element);
       bind();
       setConnectionState('connecting');
       setRole(ctx.role());
@@ -455,6 +470,17 @@ export function createView({ root, config, store, actions }) {
     setRole,
     toast,
     dismissToast: (key) => toasts.dismissKey(key),
+    /** The requests this tab is asked now, as the holder's notices. */
+    showLockRequests: (requests) => { if (where) where.showRequests(requests); },
+    /** Open a cell for editing (the lock came to us): the table's, or the panel's when it shows the case. */
+    openField(caseId, field) {
+      const inPanel = panel.caseId === caseId && panel.element.contains(document.activeElement);
+      const control = inPanel ? document.getElementById(`panel-${field}`)
+        : table.cellTarget(caseId, field)?.querySelector('[data-control]');
+      if (!control) return false;
+      control.focus();
+      return document.activeElement === control;
+    },
     askConflict,
     lockLost,
     renderField(caseId, field) {
