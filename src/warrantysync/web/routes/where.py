@@ -25,6 +25,32 @@ _SPOT_MEMBERS = {"case_id", "field", "editing", "idle"}
 _ANSWERS: dict[str, Answer] = {"release": "release", "keep": "keep"}
 
 
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    """The request body as the OpenAPI document shows it (the routes parse it by hand)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+SPOT_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "case_id": {"type": ["integer", "null"], "minimum": 1},
+        "field": {"type": ["string", "null"]},
+        "editing": {"type": "boolean"},
+        "idle": {"type": "boolean"},
+    },
+}
+ANSWER_SCHEMA = {
+    "type": "object",
+    "required": ["answer"],
+    "additionalProperties": False,
+    "properties": {"answer": {"enum": ["release", "keep"]}},
+}
+ASKED: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Asked: {request} (the field is held by someone else)"}
+}
+
+
 def _flag(body: dict[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
@@ -47,7 +73,7 @@ def _spot_body(body: dict[str, Any]) -> tuple[int | None, str | None, bool, bool
     return case_id, field, _flag(body, "editing"), _flag(body, "idle")
 
 
-@router.put("/branches/{branch_id}/row-presence", status_code=204)
+@router.put("/branches/{branch_id}/row-presence", status_code=204, openapi_extra=_body(SPOT_SCHEMA))
 async def report_spot(
     branch_id: Id, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
 ) -> Response:
@@ -71,7 +97,7 @@ async def report_spot(
     return Response(status_code=204)
 
 
-@router.post("/cases/{case_id}/locks/{field}/requests")
+@router.post("/cases/{case_id}/locks/{field}/requests", responses=ASKED)
 async def ask(
     case_id: Id, field: str, request: Request, principal: Writer, services: ServicesDep
 ) -> Response:
@@ -93,7 +119,7 @@ async def ask(
     return json_response(202, {"request": outcome.seen_by(principal.user_id)})
 
 
-@router.post("/lock-requests/{request_id}")
+@router.post("/lock-requests/{request_id}", openapi_extra=_body(ANSWER_SCHEMA))
 async def answer(
     request_id: str, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
 ) -> Response:
