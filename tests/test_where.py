@@ -20,6 +20,7 @@ from warrantysync.services.lockrequests import (
     MemoryLockRequestBackend,
 )
 from warrantysync.services.locks import Lock, LockManager, Owner
+from warrantysync.services.metrics import Metrics
 from warrantysync.services.rowpresence import (
     MemoryRowPresenceBackend,
     RowPresence,
@@ -81,6 +82,7 @@ async def asked(
         timeout=TIMEOUT,
         attending=attending,
         clock=clock,
+        metrics=Metrics(),
     )
     service.away = away  # type: ignore[attr-defined]
     yield service
@@ -213,6 +215,13 @@ async def test_a_request_ends_when_the_lock_goes_or_the_asker_left(
     clock.advance(TIMEOUT + 1)
     assert await asked.sweep() == 1
     assert answers(published) == ["lock_gone", "withdrawn"]
+    metrics = asked._metrics  # the counter this service feeds
+    assert metrics is not None
+    for answer in ("lock_gone", "withdrawn"):
+        sample = metrics.registry.get_sample_value(
+            "warrantysync_lock_requests_total", {"answer": answer}
+        )
+        assert sample == 1
     held = await asked.locks.get(case_id=7, field="notes")
     assert held is not None and held.owner == ALICE
 

@@ -120,6 +120,7 @@ async def build_services(settings: Settings) -> Services:
             publish=broker.publish_ephemeral,
             timeout=settings.lock_request_timeout,
             attending=attending,
+            metrics=metrics,
         ),
         rows=rows,
     )

@@ -31,6 +31,7 @@ from ...errors import Forbidden, LockGone, NotFound, RequestPending, Unavailable
 from ..backends import by_scheme
 from ..events import LOCK_REQUEST_ANSWERED, LOCK_REQUESTED
 from ..locks import Attending, Lock, LockManager, Owner, Publish
+from ..metrics import Metrics
 from .base import LockRequest, LockRequestBackend
 from .memory import MemoryLockRequestBackend
 
@@ -64,8 +65,10 @@ class LockRequests:
         timeout: float,
         attending: Attending | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
+        self._metrics = metrics
         self.locks = locks
         self.timeout = timeout
         self._publish = publish
@@ -132,7 +135,7 @@ class LockRequests:
             held = await self.locks.get(case_id=taken.case_id, field=taken.field)
             still = held is not None and held.owned_by(user_id, taken.holder.client_id)
             outcome = "kept" if still else "lock_gone"
-        await self._send(taken, LOCK_REQUEST_ANSWERED, {"answer": outcome})
+        await self._ended(taken, outcome)
         if outcome == "lock_gone":
             raise LockGone(f"{taken.field}: you no longer hold this lock", field=taken.field)
         return {**taken.seen_by(user_id), "answer": outcome}
@@ -153,7 +156,7 @@ class LockRequests:
                 )
                 if moved is None:
                     outcome = "lock_gone"
-            await self._send(request, LOCK_REQUEST_ANSWERED, {"answer": outcome})
+            await self._ended(request, outcome)
             ended += 1
         return ended
 
@@ -191,6 +194,11 @@ class LockRequests:
 
     async def close(self) -> None:
         await self.backend.close()
+
+    async def _ended(self, request: LockRequest, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.lock_requests.labels(answer=outcome).inc()
+        await self._send(request, LOCK_REQUEST_ANSWERED, {"answer": outcome})
 
     async def _send(self, request: LockRequest, kind: str, extra: dict[str, Any]) -> None:
         """To everyone; the holder's user gets the holder's client id (which tab is asked)."""
