@@ -61,6 +61,17 @@ describe('row reporter', () => {
     assert.equal(http.last.body.idle, false);
   });
 
+  test('leaving the page clears the spot at once, with keepalive', async () => {
+    const { clock, http, rows } = reporter();
+    rows.leave();
+    assert.equal(http.calls.length, 0, 'nothing to clear');
+    rows.set({ caseId: 7 });
+    await clock.tick(400);
+    rows.leave();
+    assert.deepEqual(http.last.body, { case_id: null });
+    assert.equal(http.last.keepalive, true);
+  });
+
   test('refreshes the spot so the server keeps it, and resends after a reconnect', async () => {
     const { clock, http, rows } = reporter();
     rows.set({ caseId: 7 });

@@ -115,6 +115,8 @@ function createWhere({ api, branchId, clientId, userId, store, saver, timers, vi
   for (const type of ['keydown', 'pointerdown']) document.addEventListener(type, () => reporter.activity(), true);
   store.subscribe(({ type }) => { if (type === 'edit' || type === 'lock' || type === 'locks') report(); });
 
+  window.addEventListener('pagehide', () => reporter.leave());
+
   return {
     rows,
     typing: (caseId, field) => requests.typing(caseId, field),

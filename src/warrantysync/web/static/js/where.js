@@ -94,6 +94,12 @@ export function createRowReporter(options) {
       schedule();
     },
     current,
+    /** The page goes (pagehide): clear our spot now, not when the disconnect grace runs out. */
+    leave() {
+      if (sent !== null) api.put(url, { case_id: null }, { keepalive: true }).catch(noop);
+      sent = null;
+      where = null;
+    },
     stop() {
       stopped = true;
       for (const timer of [sendTimer, idleTimer, refreshTimer]) if (timer !== null) clearTimeout(timer);
