@@ -185,7 +185,14 @@ async def test_snapshot_shape(as_user: As, world: World) -> None:
     response = await alice.get(f"/api/branches/{world.branches['downtown']}/cases")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"cases", "locks", "presence", "live_state", "last_event_id"}
+    assert set(body) == {
+        "cases",
+        "locks",
+        "presence",
+        "row_presence",
+        "live_state",
+        "last_event_id",
+    }
     assert body["live_state"] == "ok"
     assert [case["id"] for case in body["cases"]] == [world.cases["phone"], world.cases["laptop"]]
     for case in body["cases"]:

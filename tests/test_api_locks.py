@@ -81,7 +81,15 @@ async def test_acquire_returns_the_lock_with_a_token(
     body = response.json()
     assert set(body) == {"lock"}
     lock = body["lock"]
-    assert set(lock) == {"case_id", "field", "user", "client_id", "expires_at", "token"}
+    assert set(lock) == {
+        "case_id",
+        "field",
+        "user",
+        "client_id",
+        "expires_at",
+        "active_at",
+        "token",
+    }
     assert (lock["case_id"], lock["field"], lock["client_id"]) == (phone, "notes", "tab-1")
     assert lock["user"] == {"id": world.users["alice"], "name": "Alice Johnson"}
     assert isinstance(lock["token"], str) and len(lock["token"]) >= 16

@@ -91,7 +91,7 @@ async def test_acquire_publishes_public_lock(
     assert published.events == [(1, "lock-acquired", {"lock": lock.seen_by(None)})]
     assert published.owned == [(1, "lock-acquired", 1, {"lock": lock.public()})]
     public = lock.public()
-    assert set(public) == {"case_id", "field", "user", "client_id", "expires_at"}
+    assert set(public) == {"case_id", "field", "user", "client_id", "expires_at", "active_at"}
     assert public["user"] == {"id": 1, "name": "Alice"}
     assert public["client_id"] == "tab-a"
     assert lock.seen_by(2) == {**public, "client_id": None}
@@ -106,7 +106,7 @@ def test_public_expires_at_is_iso_utc() -> None:
     assert lock.public()["expires_at"] == "2023-11-14T22:13:20.250Z"
 
 
-async def test_renewal_keeps_token_and_publishes_nothing(
+async def test_renewal_keeps_token_and_announces_the_new_expiry(
     locks: LockManager, published: Recorder, clock: Clock, metrics: Metrics
 ) -> None:
     first = await take(locks, ALICE)
@@ -114,7 +114,8 @@ async def test_renewal_keeps_token_and_publishes_nothing(
     renewed = await take(locks, ALICE)
     assert renewed.token == first.token
     assert renewed.expires_at == clock.now + TTL
-    assert published.kinds() == ["lock-acquired"]
+    assert published.kinds() == ["lock-acquired", "lock-renewed"]
+    assert published.events[-1][2] == {"lock": renewed.seen_by(None)}
     assert gauge(metrics, "warrantysync_locks_held") == 1
 
 
@@ -491,7 +492,8 @@ async def test_a_renewal_without_a_stream_is_refused_past_the_grace(
     # Taking a new lock never needs a stream.
     attending["tab-a"] = False
     await take(locks, ALICE, field="issue")
-    assert published.kinds() == ["lock-acquired"] * 2
+    # Only the renewals that went through are announced.
+    assert published.kinds() == ["lock-acquired", "lock-renewed", "lock-renewed", "lock-acquired"]
 
 
 async def test_a_forced_release_bars_its_user_from_that_field(

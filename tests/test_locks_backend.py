@@ -242,3 +242,67 @@ async def test_backend_force_release_bars_the_holders_user(lock_backend: LockBac
     assert (await take("status", ALICE, 62)).granted
     await lock_backend.force_release(case_id=1, field="status", by_user_id=1, bar_until=99, now=62)
     assert (await take("status", ALICE, 63)).granted
+
+
+async def test_backend_touch_marks_only_the_owners_live_lock(lock_backend: LockBackend) -> None:
+    await lock_backend.acquire(
+        case_id=1, branch_id=1, field="notes", owner=ALICE, token="t1", ttl=10, now=0
+    )
+    assert (
+        await lock_backend.touch(case_id=1, field="notes", user_id=2, client_id="tab-c", now=3)
+        is None
+    )
+    touched = await lock_backend.touch(
+        case_id=1, field="notes", user_id=1, client_id="tab-a", now=3
+    )
+    assert touched is not None and touched.active_at == 3 and touched.token == "t1"
+    assert touched.expires_at == 10  # touching is not renewing
+    held = await lock_backend.get(case_id=1, field="notes", now=4)
+    assert held is not None and held.active_at == 3
+    # A renewal keeps when it was last worked on.
+    renewed = await lock_backend.acquire(
+        case_id=1, branch_id=1, field="notes", owner=ALICE, token="t9", ttl=10, now=5
+    )
+    assert renewed.lock is not None and renewed.lock.active_at == 3
+    assert (
+        await lock_backend.touch(case_id=1, field="notes", user_id=1, client_id="tab-a", now=16)
+        is None
+    )
+
+
+async def test_backend_transfer_compares_the_holder_and_hands_over_in_one_step(
+    lock_backend: LockBackend,
+) -> None:
+    await lock_backend.acquire(
+        case_id=1, branch_id=4, field="notes", owner=ALICE, token="t1", ttl=10, now=0
+    )
+    # Not the holder: nothing changes.
+    assert (
+        await lock_backend.transfer(
+            case_id=1, field="notes", holder=BOB, to=BOB, token="t2", ttl=10, now=1
+        )
+        is None
+    )
+    moved = await lock_backend.transfer(
+        case_id=1, field="notes", holder=ALICE, to=BOB, token="t2", ttl=10, now=2
+    )
+    assert moved is not None
+    old, new = moved
+    assert old.owner == ALICE and old.token == "t1"
+    assert new.owner == BOB and new.token == "t2" and new.branch_id == 4
+    assert new.expires_at == 12 and new.acquired_at == 2 and new.active_at == 2
+    assert await lock_backend.get(case_id=1, field="notes", now=3) == new
+    assert [lock.owner for lock in await lock_backend.for_branch(branch_id=4, now=3)] == [BOB]
+    # Twice: the first one won.
+    assert (
+        await lock_backend.transfer(
+            case_id=1, field="notes", holder=ALICE, to=BOB, token="t3", ttl=10, now=3
+        )
+        is None
+    )
+    # Bob's lock counts as his for the cap and expires as his.
+    capped = await lock_backend.acquire(
+        case_id=2, branch_id=4, field="notes", owner=BOB, token="t4", ttl=10, now=3, max_per_user=1
+    )
+    assert capped.refusal == "too_many"
+    assert [lock.owner for lock in await lock_backend.claim_expired(now=13)] == [BOB]

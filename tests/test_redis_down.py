@@ -86,7 +86,12 @@ async def test_redis_down_still_serves_snapshot_and_streams_with_the_flag(
         await asyncio.to_thread(redis_outage.down)
         # An open stream is told at once (the node notices within its ping period).
         lost = (await events_until(before, "state", timeout=15))[-1]
-        assert lost.data == {"locks": [], "presence": [], "live_state": "unavailable"}
+        assert lost.data == {
+            "locks": [],
+            "presence": [],
+            "row_presence": [],
+            "live_state": "unavailable",
+        }
 
         snapshot = await alice.get(cases)
         assert snapshot.status_code == 200, snapshot.text

@@ -57,7 +57,7 @@ async def test_a_browser_stream_carries_its_tabs(live: tuple[LiveServer, World])
                 assert (await alice.delete(path)).status_code == 403  # no CSRF token
                 assert (await alice.delete(path, headers=csrf)).status_code == 204
                 released = await watch.next(
-                    "lock-released", skip=("heartbeat", "presence", "lock-acquired")
+                    "lock-released", skip=("heartbeat", "presence", "lock-acquired", "lock-renewed", "row-presence")
                 )
                 assert (released.data["field"], released.data["reason"]) == ("notes", "released")
                 assert released.data["client_id"] is None  # another user's tab id stays hidden
@@ -68,7 +68,7 @@ async def test_a_browser_stream_carries_its_tabs(live: tuple[LiveServer, World])
                 viewers = {v["user"]["name"]: v["clients"] for v in snapshot["presence"]}
                 assert viewers["Alice Johnson"] == 1
             # The browser's stream closed: after the grace every tab under it lets go.
-            released = await watch.next("lock-released", skip=("heartbeat", "presence"))
+            released = await watch.next("lock-released", skip=("heartbeat", "presence", "lock-renewed", "row-presence"))
             assert (released.data["field"], released.data["reason"]) == ("product", "disconnected")
 
 

@@ -247,7 +247,8 @@ async def test_a_crashed_tabs_lock_goes_while_its_siblings_stay(tabs: Tabs) -> N
     await holder.locator(f'tr[data-case-id="{phone}"] [data-field="product"] input').click()
     cell = sibling.locator(f'tr[data-case-id="{phone}"] [data-field="product"]')
     await expect(cell).to_have_attribute("data-locked-by", re.compile("."), timeout=WAIT_MS)
-    await expect(cell).to_have_attribute("title", "Open in your other tab")
+    await expect(cell).to_have_attribute("title", re.compile(r"^Open in your other tab · "))
+    await expect(cell.locator('[data-action="ask-release"]')).to_have_count(0)
 
     async with api_as(tabs.server, "bob@example.com") as bob:
 

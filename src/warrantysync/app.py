@@ -21,10 +21,12 @@ from .services.broker import Broker, make_broker_backend
 from .services.cases import CaseService
 from .services.idempotency import sweep as sweep_idempotency
 from .services.live import live_state
+from .services.lockrequests import LockRequests, make_lock_request_backend
 from .services.locks import LockManager, locks_seen_by, make_lock_backend
 from .services.metrics import TASKS_SAMPLE_EVERY, Metrics
 from .services.presence import Presence, make_presence_backend
 from .services.ratelimit import RateLimits
+from .services.rowpresence import RowPresence, make_row_presence_backend
 from .services.streams import StreamConfig
 from .services.tabs import connection_of, release_connection
 from .services.trash import Trash
@@ -34,7 +36,7 @@ from .web import openapi as web_openapi
 from .web.forwarded import ForwardedHeaders
 from .web.lane import App
 from .web.requestid import TrustedPeers
-from .web.routes import auth, casecsv, cases, health, locks, pages, trash
+from .web.routes import auth, casecsv, cases, health, locks, pages, trash, where
 from .web.security import EdgeHeaders, PerIpLimit
 from .web.version import client_version
 
@@ -76,7 +78,12 @@ async def build_services(settings: Settings) -> Services:
         force_cooldown=settings.forced_release_cooldown,
     )
 
+    rows = RowPresence(
+        make_row_presence_backend(settings.redis_url), publish=broker.publish_ephemeral
+    )
+
     async def client_gone(branch_id: int, user_id: int, client_id: str) -> None:
+        await rows.forget_connection(branch_id=branch_id, user_id=user_id, connection_id=client_id)
         await release_connection(
             lock_manager,
             branch_id=branch_id,
@@ -95,7 +102,9 @@ async def build_services(settings: Settings) -> Services:
     async def state_of(branch_id: int) -> dict[str, Any]:
         # After a re-subscription Redis answers again: do not wait for the upkeep to notice.
         await presence.probe()
-        return await live_state(locks=lock_manager, presence=presence, branch_id=branch_id)
+        return await live_state(
+            locks=lock_manager, presence=presence, branch_id=branch_id, rows=rows
+        )
 
     broker.state_provider = state_of
     broker.state_view = lambda state, user_id: {
@@ -126,6 +135,7 @@ async def build_services(settings: Settings) -> Services:
             locks=settings.rate_limit_locks,
             login=settings.rate_limit_login,
             ip=settings.rate_limit_ip,
+            lock_requests=settings.rate_limit_lock_requests,
             metrics=metrics,
         ),
         trash=Trash(
@@ -134,6 +144,15 @@ async def build_services(settings: Settings) -> Services:
             purge_interval=settings.trash_purge_interval,
             metrics=metrics,
         ),
+        lock_requests=LockRequests(
+            make_lock_request_backend(settings.redis_url),
+            locks=lock_manager,
+            publish=broker.publish_ephemeral,
+            timeout=settings.lock_request_timeout,
+            attending=attending,
+            metrics=metrics,
+        ),
+        rows=rows,
     )
 
 
@@ -205,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(services.locks.run(stop), name="lock-expiry"),
+            asyncio.create_task(services.lock_requests.run(stop), name="lock-request-timeout"),
             # Presence upkeep: with Redis, renews this node's lease and takes over
             # the streams of nodes whose lease lapsed; idle in memory
             # (docs/deployment.md, "What happens when something fails").
@@ -243,6 +263,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.presence.close()
             await services.broker.stop()
+            await services.lock_requests.close()
+            await services.rows.close()
             await services.locks.close()
             await services.limits.close()
             await services.db.dispose()
@@ -259,7 +281,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.trusted_peers = TrustedPeers(settings.trusted_proxies)
     web_errors.install(app)
-    for module in (auth, cases, casecsv, trash, locks, health, pages):
+    for module in (auth, cases, casecsv, trash, locks, where, health, pages):
         app.include_router(module.router)
     web_openapi.install(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

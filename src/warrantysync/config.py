@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     forced_release_cooldown: float = Field(60, ge=0)
     rate_limit_writes: str = "30/second;1200/minute"
     rate_limit_locks: str = "30/second"
+    rate_limit_lock_requests: str = "20/minute"
+    lock_request_timeout: float = Field(15, gt=0)
     rate_limit_login: str = "5/15minutes;50/15minutes"
     rate_limit_ip: str = "60/second;3000/minute"
     shutdown_grace: float = Field(10, ge=0)

@@ -8,10 +8,12 @@ from .config import Settings
 from .services.accounts import Accounts
 from .services.broker import Broker
 from .services.cases import CaseService
+from .services.lockrequests import LockRequests
 from .services.locks import LockManager
 from .services.metrics import Metrics
 from .services.presence import Presence
 from .services.ratelimit import RateLimits
+from .services.rowpresence import RowPresence
 from .services.streams import StreamConfig
 from .services.trash import Trash
 from .storage.db import Database
@@ -30,3 +32,5 @@ class Services:
     limits: RateLimits
     trash: Trash
     stream_config: StreamConfig  # what every event stream of the app is opened with
+    lock_requests: LockRequests
+    rows: RowPresence

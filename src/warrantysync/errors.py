@@ -100,6 +100,18 @@ class StreamRequired(WarrantySyncError):
     code = "stream_required"
 
 
+class LockGone(WarrantySyncError):
+    """The lock a request was about is no longer held by the one asked (released, expired)."""
+
+    code = "lock_gone"
+
+
+class RequestPending(WarrantySyncError):
+    """Someone already asks for this field; ``extra["request"]`` is that request."""
+
+    code = "lock_request_pending"
+
+
 class StaleVersion(WarrantySyncError):
     """An ``expected`` value differed; ``extra`` has ``current`` and ``by``."""
 

@@ -96,6 +96,13 @@ class Metrics:
             "Lock requests and writes refused because another owner holds the lock",
             registry=r,
         )
+        self.lock_requests = Counter(
+            "warrantysync_lock_requests",
+            "Requests for a locked field, by how they ended"
+            " (released, kept, timeout, lock_gone, withdrawn)",
+            ["answer"],
+            registry=r,
+        )
         self.lock_refusals = Counter(
             "warrantysync_lock_refusals",
             "Lock requests refused by a limit, by reason"

@@ -5,6 +5,10 @@ Settings use the ``limits`` string notation, several limits joined by ``;``
 
 * ``RATE_LIMIT_WRITES`` (``30/second;1200/minute``) and ``RATE_LIMIT_LOCKS``
   (``30/second``): per user; every request counts (``hit_write``/``hit_lock``).
+* ``RATE_LIMIT_LOCK_REQUESTS`` (``20/minute``): per user, asking for a locked
+  field and answering such a request (``hit_lock_request``). Row presence
+  reports count against ``RATE_LIMIT_LOCKS`` in a bucket of their own
+  (``hit_row_presence``).
 * ``RATE_LIMIT_LOGIN`` (``5/15minutes;50/15minutes``): the *first* item is
   per account (the email, case-insensitive), the *second* per client IP; a
   single item limits accounts only. Only failed logins count
@@ -87,10 +91,12 @@ class RateLimits:
         locks: str,
         login: str,
         ip: str = "off",
+        lock_requests: str = "off",
         metrics: Metrics | None = None,
     ) -> None:
         self._writes = parse_setting(writes)
         self._locks = parse_setting(locks)
+        self._lock_requests = parse_setting(lock_requests)
         self._ip = parse_setting(ip)
         login_items = parse_setting(login)
         if len(login_items) > 2:
@@ -122,6 +128,16 @@ class RateLimits:
     async def hit_lock(self, user_id: int) -> None:
         """Count a lock PUT/DELETE; ``RateLimited`` when the user is over the limit."""
         await self._hit_open(self._locks, "locks", str(user_id), "too many lock requests")
+
+    async def hit_lock_request(self, user_id: int) -> None:
+        """Count asking for a locked field, or answering; ``RateLimited`` over the limit."""
+        await self._hit_open(
+            self._lock_requests, "lock-requests", str(user_id), "too many requests for fields"
+        )
+
+    async def hit_row_presence(self, user_id: int) -> None:
+        """Count a row presence report (the lock limit, in a bucket of its own)."""
+        await self._hit_open(self._locks, "row-presence", str(user_id), "too many presence reports")
 
     @property
     def limits_ips(self) -> bool:

@@ -30,6 +30,7 @@ from .events import READY, SYNC_REQUIRED, encode, retry_frame
 from .live import live_state
 from .locks import LockManager
 from .presence import Presence
+from .rowpresence import RowPresence
 
 RETRY_MS = 1000
 OVERLOAD_RETRY_MS = (2000, 10000)
@@ -60,6 +61,7 @@ class Stream:
         "locks",
         "presence",
         "resume",
+        "rows",
         "subscriber",
     )
 
@@ -74,12 +76,14 @@ class Stream:
         branch_id: int,
         client_id: str,
         resume: str | None,
+        rows: RowPresence | None = None,
     ) -> None:
         self.broker = broker
         self.locks = locks
         self.presence = presence
         self.config = config
         self.resume = resume
+        self.rows = rows
         key = (
             ("session", principal.session_id)
             if principal.session_id is not None
@@ -173,7 +177,11 @@ class Stream:
     async def _ready(self, caught_up: int) -> bytes:
         sub = self.subscriber
         state = await live_state(
-            locks=self.locks, presence=self.presence, branch_id=sub.branch_id, seen_by=sub.user_id
+            locks=self.locks,
+            presence=self.presence,
+            branch_id=sub.branch_id,
+            seen_by=sub.user_id,
+            rows=self.rows,
         )
         payload: dict[str, Any] = {
             "client_id": sub.client_id,

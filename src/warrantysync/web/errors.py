@@ -34,6 +34,8 @@ STATUS: dict[type[E.WarrantySyncError], int] = {
     E.LockBarred: 423,
     E.LockLost: 409,
     E.StreamRequired: 409,
+    E.LockGone: 409,
+    E.RequestPending: 409,
     E.StaleVersion: 409,
     E.RateLimited: 429,
     E.Unavailable: 503,

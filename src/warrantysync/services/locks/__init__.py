@@ -9,7 +9,10 @@ Every release is announced exactly once with ``lock-released`` and a
 ``reason``: ``released`` (DELETE by the owner), ``forced`` (DELETE by a
 manager), ``disconnected`` (the owner's client left the branch), ``expired``
 (found by ``sweep``, or displaced by a newer ``acquire`` before the sweep
-got there).
+got there), ``transferred`` (handed to someone who asked, ``transfer``; a
+``lock-acquired`` for the new holder follows). A renewal is announced with
+``lock-renewed``, so everyone knows when the lock now ends and when its
+holder last worked in it (``active_at``).
 
 Limits against hoarding (docs/security.md, "Locks"): one user holds at most
 ``max_per_user`` live locks at a time; a lock whose client has no open
@@ -43,7 +46,7 @@ from ...errors import (
     Unavailable,
 )
 from ..backends import by_scheme
-from ..events import LOCK_ACQUIRED, LOCK_RELEASED
+from ..events import LOCK_ACQUIRED, LOCK_RELEASED, LOCK_RENEWED
 from ..metrics import Metrics
 from .base import Acquired, Lock, LockBackend, Owner, iso_utc, locks_seen_by
 from .memory import MemoryLockBackend
@@ -172,10 +175,47 @@ class LockManager:
         if lock.token == proposed:
             if self._metrics is not None:
                 self._metrics.locks_held.inc()
-            await self._send(
-                lock, LOCK_ACQUIRED, {"lock": lock.seen_by(None)}, {"lock": lock.public()}
-            )
+            kind = LOCK_ACQUIRED
+        else:
+            kind = LOCK_RENEWED
+        await self._send(lock, kind, {"lock": lock.seen_by(None)}, {"lock": lock.public()})
         return lock
+
+    async def touch(self, *, case_id: int, field: str, user_id: int, client_id: str) -> bool:
+        """The holder works in the field now (types, saves); False if the lock is not theirs."""
+        lock = await self.backend.touch(
+            case_id=case_id, field=field, user_id=user_id, client_id=client_id, now=self._clock()
+        )
+        return lock is not None
+
+    async def get(self, *, case_id: int, field: str) -> Lock | None:
+        return await self.backend.get(case_id=case_id, field=field, now=self._clock())
+
+    async def transfer(self, *, case_id: int, field: str, holder: Owner, to: Owner) -> Lock | None:
+        """Hand ``holder``'s live lock to ``to`` with a fresh token, atomically; None if gone.
+
+        Announced as ``lock-released`` (reason ``transferred``, ``to`` naming
+        the new holder) and then ``lock-acquired``. The per-user cap is not
+        checked: the holder chose (or the timeout chose) to give it.
+        """
+        now = self._clock()
+        moved = await self.backend.transfer(
+            case_id=case_id,
+            field=field,
+            holder=holder,
+            to=to,
+            token=secrets.token_urlsafe(24),
+            ttl=self.ttl,
+            now=now,
+        )
+        if moved is None:
+            return None
+        old, new = moved
+        await self._announce_release(old, "transferred", to={"id": to.user_id, "name": to.name})
+        if self._metrics is not None:
+            self._metrics.locks_held.inc()
+        await self._send(new, LOCK_ACQUIRED, {"lock": new.seen_by(None)}, {"lock": new.public()})
+        return new
 
     def _refusal(self, result: Acquired, *, field: str, owner: Owner, now: float) -> Exception:
         lock, viewer = result.lock, owner.user_id
@@ -292,6 +332,11 @@ class LockManager:
             lock = locks.get(field)
             if lock is None or not secrets.compare_digest(lock.token, token):
                 raise LockLost(f"{field}: your lock is gone", field=field)
+        if client_id is not None:
+            # A save is work in the field: a request to release it waits (docs/protocol.md,
+            # "Asking for a locked field").
+            for field in tokens:
+                await self.touch(case_id=case_id, field=field, user_id=user_id, client_id=client_id)
 
     async def snapshot(self, *, branch_id: int) -> list[dict[str, Any]]:
         """Live locks of the branch as public dicts, for ``ready`` and ``state``.
@@ -348,7 +393,12 @@ class LockManager:
         await self.backend.close()
 
     async def _announce_release(
-        self, lock: Lock, reason: str, *, by: dict[str, Any] | None = None
+        self,
+        lock: Lock,
+        reason: str,
+        *,
+        by: dict[str, Any] | None = None,
+        to: dict[str, Any] | None = None,
     ) -> None:
         if self._metrics is not None:
             self._metrics.locks_held.dec()
@@ -361,6 +411,8 @@ class LockManager:
         }
         if by is not None:
             payload["by"] = by
+        if to is not None:
+            payload["to"] = to
         own = {**payload, "client_id": lock.owner.client_id}
         await self._send(lock, LOCK_RELEASED, payload, own)
 

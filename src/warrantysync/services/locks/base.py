@@ -45,6 +45,7 @@ class Lock:
     token: str
     expires_at: float
     acquired_at: float = 0.0  # when this token was granted; renewals keep it
+    active_at: float = 0.0  # the holder's last sign of work: taken, a save, typing (``touch``)
 
     def public(self) -> dict[str, Any]:
         """Lock JSON as its owner's user sees it: never the token.
@@ -57,6 +58,7 @@ class Lock:
             "user": {"id": self.owner.user_id, "name": self.owner.name},
             "client_id": self.owner.client_id,
             "expires_at": iso_utc(self.expires_at),
+            "active_at": iso_utc(max(self.active_at, self.acquired_at)),
         }
 
     def seen_by(self, viewer: int | None) -> dict[str, Any]:
@@ -168,6 +170,31 @@ class LockBackend(Protocol):
         With ``bar_until``, unless the lock was ``by_user_id``'s own, its
         user may not acquire that field again before ``bar_until`` (all of
         their tabs; other users may at once). One atomic step.
+        """
+        ...
+
+    async def touch(
+        self, *, case_id: int, field: str, user_id: int, client_id: str, now: float
+    ) -> Lock | None:
+        """Mark the owner's live lock worked on at ``now`` (``active_at``); None if not theirs."""
+        ...
+
+    async def transfer(
+        self,
+        *,
+        case_id: int,
+        field: str,
+        holder: Owner,
+        to: Owner,
+        token: str,
+        ttl: float,
+        now: float,
+    ) -> tuple[Lock, Lock] | None:
+        """Hand the live lock of ``holder`` to ``to`` with ``token``, in one step.
+
+        Compares the holder (user and client id); returns ``(old, new)``, or
+        None when the lock is gone or held by anyone else (nothing changes).
+        The new lock counts as taken and worked on at ``now``.
         """
         ...
 

@@ -67,7 +67,9 @@ class MemoryLockBackend:
                 )
         if current is not None:
             self._remove(current)
-        self._store(Lock(case_id, branch_id, field, owner, token, now + ttl, acquired_at=now))
+        self._store(
+            Lock(case_id, branch_id, field, owner, token, now + ttl, acquired_at=now, active_at=now)
+        )
         return Acquired(self._locks[key], granted=True, displaced=current)
 
     def _store(self, lock: Lock) -> None:
@@ -115,6 +117,41 @@ class MemoryLockBackend:
             self._bars = {k: until for k, until in self._bars.items() if until > now}
             self._bars[(case_id, field, current.owner.user_id)] = bar_until
         return current
+
+    async def touch(
+        self, *, case_id: int, field: str, user_id: int, client_id: str, now: float
+    ) -> Lock | None:
+        current = self._locks.get((case_id, field))
+        if current is None or not current.is_live(now) or not current.owned_by(user_id, client_id):
+            return None
+        lock = dataclasses.replace(current, active_at=now)
+        self._locks[(case_id, field)] = lock  # same expiry and token: the heap entry still matches
+        return lock
+
+    async def transfer(
+        self,
+        *,
+        case_id: int,
+        field: str,
+        holder: Owner,
+        to: Owner,
+        token: str,
+        ttl: float,
+        now: float,
+    ) -> tuple[Lock, Lock] | None:
+        current = self._locks.get((case_id, field))
+        if (
+            current is None
+            or not current.is_live(now)
+            or not current.owned_by(holder.user_id, holder.client_id)
+        ):
+            return None
+        self._remove(current)
+        lock = Lock(
+            case_id, current.branch_id, field, to, token, now + ttl, acquired_at=now, active_at=now
+        )
+        self._store(lock)
+        return current, lock
 
     async def get(self, *, case_id: int, field: str, now: float) -> Lock | None:
         lock = self._locks.get((case_id, field))

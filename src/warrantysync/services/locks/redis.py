@@ -4,7 +4,8 @@ Each method is one Lua script (or one pipelined read), so it is one atomic
 step however many processes call at once. Keys, under ``<prefix>:locks:``:
 
 * ``lock:<case>:<field>`` — a hash ``branch user name client token exp
-  since``; ``exp`` is the deadline and ``since`` when the token was granted
+  since active``; ``exp`` is the deadline, ``since`` when the token was granted
+  and ``active`` the holder's last sign of work
   (epoch seconds, written by Python's ``repr`` so they read back exactly).
   The key also has a Redis TTL well past the deadline, only as a safety
   net: the release event comes from the deadline set.
@@ -50,19 +51,19 @@ _REFUSALS: dict[str, Refusal] = {
 
 # A lock travels out of Lua as a flat list of strings (Lua numbers would be
 # truncated to integers): case, field, branch, user, name, client, token, exp,
-# since (missing for a lock written before ``since`` existed).
+# since, active (either missing for a lock written before it existed).
 _LUA_HELPERS = """
 local prefix = ARGV[1]
 local function lock_key(member) return prefix .. 'lock:' .. member end
 local function load(member)
   local h = redis.call('HMGET', lock_key(member),
-    'branch', 'user', 'name', 'client', 'token', 'exp', 'since')
+    'branch', 'user', 'name', 'client', 'token', 'exp', 'since', 'active')
   if not h[1] then return nil end
   return h
 end
 local function flat(member, h)
   local case, field = string.match(member, '^(%d+):(.*)$')
-  return {case, field, h[1], h[2], h[3], h[4], h[5], h[6], h[7]}
+  return {case, field, h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]}
 end
 local function remove(member, h)
   redis.call('DEL', lock_key(member))
@@ -81,6 +82,7 @@ local member, branch, user, name, client, token, exp, now, ttl_ms, cap, within =
   ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10],
   ARGV[11], ARGV[12]
 local since = ARGV[9]
+local active = ARGV[9]
 local cur = load(member)
 local displaced = {}
 if cur and tonumber(cur[6]) > now then
@@ -92,6 +94,7 @@ if cur and tonumber(cur[6]) > now then
     return {'unattended', flat(member, cur), displaced, ''}
   end
   token = cur[5]  -- a live renewal keeps its token
+  active = cur[8] or since
   branch = cur[1]
 else
   local bar = redis.call('GET', prefix .. 'bar:' .. member .. ':' .. user)
@@ -117,13 +120,13 @@ else
 end
 local key = lock_key(member)
 redis.call('HSET', key, 'branch', branch, 'user', user, 'name', name, 'client', client,
-  'token', token, 'exp', exp, 'since', since)
+  'token', token, 'exp', exp, 'since', since, 'active', active)
 redis.call('PEXPIRE', key, ttl_ms)
 redis.call('ZADD', prefix .. 'deadlines', exp, member)
 redis.call('SADD', prefix .. 'branch:' .. branch, member)
 redis.call('SADD', prefix .. 'user:' .. user, member)
 return {'granted', {string.match(member, '^(%d+):'), string.match(member, '^%d+:(.*)$'),
-  branch, user, name, client, token, exp, since}, displaced, ''}
+  branch, user, name, client, token, exp, since, active}, displaced, ''}
 """
 )
 
@@ -154,6 +157,40 @@ if bar_until ~= '' and cur[2] ~= by_user then
   redis.call('SET', prefix .. 'bar:' .. member .. ':' .. cur[2], bar_until, 'PX', bar_ms)
 end
 return flat(member, cur)
+"""
+)
+
+# ARGV: prefix member user client now
+_TOUCH = (
+    _LUA_HELPERS
+    + """
+local member, now = ARGV[2], tonumber(ARGV[5])
+local cur = load(member)
+if not cur or cur[2] ~= ARGV[3] or cur[4] ~= ARGV[4] or tonumber(cur[6]) <= now then return {} end
+redis.call('HSET', lock_key(member), 'active', ARGV[5])
+cur[8] = ARGV[5]
+return flat(member, cur)
+"""
+)
+
+# ARGV: prefix member holder_user holder_client user name client token exp now key_ttl_ms
+# -> {old lock, new lock} or {}
+_TRANSFER = (
+    _LUA_HELPERS
+    + """
+local member, now = ARGV[2], tonumber(ARGV[10])
+local cur = load(member)
+if not cur or cur[2] ~= ARGV[3] or cur[4] ~= ARGV[4] or tonumber(cur[6]) <= now then return {} end
+local old = flat(member, cur)
+remove(member, cur)
+local key = lock_key(member)
+redis.call('HSET', key, 'branch', cur[1], 'user', ARGV[5], 'name', ARGV[6], 'client', ARGV[7],
+  'token', ARGV[8], 'exp', ARGV[9], 'since', ARGV[10], 'active', ARGV[10])
+redis.call('PEXPIRE', key, ARGV[11])
+redis.call('ZADD', prefix .. 'deadlines', ARGV[9], member)
+redis.call('SADD', prefix .. 'branch:' .. cur[1], member)
+redis.call('SADD', prefix .. 'user:' .. ARGV[5], member)
+return {old, flat(member, load(member))}
 """
 )
 
@@ -221,6 +258,7 @@ def _text(value: Any) -> str:
 def _lock(row: Sequence[Any]) -> Lock:
     case, field, branch, user, name, client, token, exp = (_text(v) for v in row[:8])
     since = row[8] if len(row) > 8 else None
+    active = row[9] if len(row) > 9 else None
     return Lock(
         case_id=int(case),
         branch_id=int(branch),
@@ -229,6 +267,7 @@ def _lock(row: Sequence[Any]) -> Lock:
         token=token,
         expires_at=float(exp),
         acquired_at=0.0 if since is None else float(_text(since)),
+        active_at=0.0 if active is None else float(_text(active)),
     )
 
 
@@ -242,6 +281,8 @@ class RedisLockBackend:
         self._for_branch = self._redis.register_script(_FOR_BRANCH)
         self._claim_expired = self._redis.register_script(_CLAIM_EXPIRED)
         self._release_owner = self._redis.register_script(_RELEASE_OWNER)
+        self._touch = self._redis.register_script(_TOUCH)
+        self._transfer = self._redis.register_script(_TRANSFER)
 
     async def acquire(
         self,
@@ -326,11 +367,49 @@ class RedisLockBackend:
             row = await self._force_release(args=args)
         return _lock(row) if row else None
 
+    async def touch(
+        self, *, case_id: int, field: str, user_id: int, client_id: str, now: float
+    ) -> Lock | None:
+        args: list[Any] = [self._prefix, f"{case_id}:{field}", user_id, client_id, repr(now)]
+        with unavailable("marking the lock active"):
+            row = await self._touch(args=args)
+        return _lock(row) if row else None
+
+    async def transfer(
+        self,
+        *,
+        case_id: int,
+        field: str,
+        holder: Owner,
+        to: Owner,
+        token: str,
+        ttl: float,
+        now: float,
+    ) -> tuple[Lock, Lock] | None:
+        args: list[Any] = [
+            self._prefix,
+            f"{case_id}:{field}",
+            holder.user_id,
+            holder.client_id,
+            to.user_id,
+            to.name,
+            to.client_id,
+            token,
+            repr(now + ttl),
+            repr(now),
+            int(ttl * 1000) + _KEY_GRACE_MS,
+        ]
+        with unavailable("handing the lock over"):
+            rows = await self._transfer(args=args)
+        if not rows:
+            return None
+        return _lock(rows[0]), _lock(rows[1])
+
     async def get(self, *, case_id: int, field: str, now: float) -> Lock | None:
         return (await self.get_many(case_id=case_id, fields=[field], now=now)).get(field)
 
     async def get_many(self, *, case_id: int, fields: Sequence[str], now: float) -> dict[str, Lock]:
-        names = ("branch", "user", "name", "client", "token", "exp", "since")
+        names = ("branch", "user", "name", "client", "token", "exp", "since", "active")
         pipe = self._redis.pipeline(transaction=False)
         for field in fields:
             pipe.hmget(f"{self._prefix}lock:{case_id}:{field}", names)

@@ -62,6 +62,7 @@ async def list_cases(
         presence=services.presence,
         branch_id=branch_id,
         seen_by=principal.user_id,
+        rows=services.rows,
     )
     extras = dumps(state)
 

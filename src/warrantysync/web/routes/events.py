@@ -70,6 +70,7 @@ async def open_stream(request: Request, raw_branch_id: str) -> EventStreamRespon
         branch_id=branch_id,
         client_id=client_id,
         resume=request.headers.get("last-event-id") or request.query_params.get("last_event_id"),
+        rows=services.rows,
     )
     return EventStreamResponse(
         stream, send_timeout=settings.send_timeout, direct="direct" in settings.fast_paths

@@ -8,6 +8,8 @@ import { DEFAULT_DELAYS_MS, backoffDelay } from './backoff.js';
 export const EVENT_NAMES = Object.freeze([
   'ready', 'case-created', 'case-updated', 'case-deleted', 'lock-acquired', 'lock-released',
   'state', 'presence', 'heartbeat', 'sync-required', 'goodbye',
+  // Who is where (where.js)
+  'lock-renewed', 'row-presence', 'lock-requested', 'lock-request-answered',
 ]);
 
 const CASE_EVENTS = new Set(['case-created', 'case-updated', 'case-deleted']);

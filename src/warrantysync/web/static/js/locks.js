@@ -195,12 +195,13 @@ export function createLocks(options) {
         const e = entries.get(fieldKey(data.case_id, data.field));
         if (e && e.token) {
           e.token = null;
-          if (data.reason === 'forced' || data.reason === 'expired') {
+          if (data.reason === 'forced' || data.reason === 'expired' || data.reason === 'transferred') {
             // Taken away on purpose, or gone while renewals failed (others may
             // be typing there now): grabbing it back would overrule them.
             e.wanted = false;
             stopRenew(e);
-            onLost(e.caseId, e.field, data.reason === 'forced' ? data.by ?? null : null, data.reason);
+            const who = data.reason === 'forced' ? data.by : data.reason === 'transferred' ? data.to : null;
+            onLost(e.caseId, e.field, who ?? null, data.reason);
           } else if (e.wanted) reacquire(e);
         }
       }

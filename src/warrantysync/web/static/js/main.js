@@ -8,11 +8,12 @@ import { createDrafts, draftsKey } from './drafts.js';
 import { installFields, labelOf } from './fields.js';
 import { createLocks } from './locks.js';
 import { createSaver, retryToastKey } from './saver.js';
-import { createStore } from './store.js';
+import { createStore, ownedBy } from './store.js';
 import { createSync } from './sync.js';
 import { createSharedConnection } from './tabs.js';
 import { createUndo, undoKey } from './undo.js';
 import { createView } from './view.js';
+import { createLockRequests, createRowPresence, createRowReporter } from './where.js';
 
 const CLIENT_ID_KEY = 'warrantysync:tab_id';
 const BROWSER_ID_KEY = 'warrantysync:browser_id';
@@ -99,6 +100,95 @@ function goToLogin() {
   location.assign(`/login?next=${next}`);
 }
 
+/**
+ * Who is where (docs/protocol.md, "Row presence" and "Asking for a locked field"):
+ * this tab's spot reported as it changes, everyone's kept for the view, and
+ * asking for / being asked for locked fields. `view()` is the view once made.
+ */
+function createWhere({ api, branchId, clientId, userId, store, saver, timers, view, caseName }) {
+  const rows = createRowPresence();
+  const reporter = createRowReporter({ api, branchId, ...timers });
+  let shownCase = null; // the side panel's case
+  let focusedCase = null; // the case of the row the focus is in
+
+  function report() {
+    const focus = store.focused();
+    const caseId = focus?.caseId ?? focusedCase ?? shownCase;
+    if (!caseId) {
+      reporter.set(null);
+      return;
+    }
+    const mine = store.allLocks().some((lock) => lock.case_id === caseId && ownedBy(lock, userId, clientId));
+    const editing = mine || store.editsFor(caseId).size > 0;
+    reporter.set({ caseId, field: focus && focus.caseId === caseId ? focus.field : null, editing });
+  }
+
+  function answered(request, answer) {
+    const what = `${labelOf(request.field)} of ${caseName(request.case_id)}`;
+    const key = `ask:${request.case_id}:${request.field}`;
+    const holder = request.holder.name;
+    if (answer === 'kept') {
+      view().toast(`${holder} is still editing ${what}.`, 'warning', { key });
+    } else if (answer === 'released' || answer === 'timeout' || answer === 'lock_gone') {
+      view().openField(request.case_id, request.field);
+      const why = answer === 'released' ? `${holder} released ${what}` : answer === 'timeout'
+        ? `${holder} did not answer and stopped typing` : `${holder} no longer holds ${what}`;
+      view().toast(`${why}: it is yours to edit.`, 'success', { key });
+    }
+  }
+
+  const requests = createLockRequests({
+    api, clientId, userId,
+    onIncoming: (list) => view().showLockRequests(list),
+    onAnswer: answered,
+    onTyping: (caseId, field) => saver.flush(caseId, field),
+  });
+
+  document.addEventListener('focusin', (event) => {
+    const row = event.target.closest && event.target.closest('tr[data-case-id]');
+    focusedCase = row ? Number(row.dataset.caseId) : null;
+    report();
+  });
+  for (const type of ['keydown', 'pointerdown']) document.addEventListener(type, () => reporter.activity(), true);
+  store.subscribe(({ type }) => { if (type === 'edit' || type === 'lock' || type === 'locks') report(); });
+
+  window.addEventListener('pagehide', () => reporter.leave());
+
+  return {
+    rows,
+    typing: (caseId, field) => requests.typing(caseId, field),
+    handleEvent(name, data) {
+      rows.handleEvent(name, data);
+      requests.handleEvent(name, data);
+      if (name === 'ready') reporter.resend();
+    },
+    actions: {
+      async askRelease(caseId, field) {
+        const key = `ask:${caseId}:${field}`;
+        const result = await requests.ask(caseId, field);
+        if (result.granted) {
+          view().openField(caseId, field);
+        } else if (result.request) {
+          view().toast(`Asked ${result.request.holder.name} for ${labelOf(field)}. It opens for you when they release it.`, 'info', { key });
+        } else {
+          view().toast(result.error.message, 'warning', { key });
+        }
+      },
+      async answerRequest(id, choice) {
+        const request = requests.incoming().find((r) => r.id === id);
+        // Release: what the holder typed is saved before the lock goes.
+        if (choice === 'release' && request) await saver.flush(request.case_id, request.field);
+        const result = await requests.answer(id, choice);
+        if (!result.ok && result.error && result.error.status !== 404) view().toast(result.error.message, 'warning');
+      },
+      caseShown(caseId) {
+        shownCase = caseId;
+        report();
+      },
+    },
+  };
+}
+
 function start() {
   const config = readConfig();
   installFields(config.fields);
@@ -156,6 +246,8 @@ function start() {
     storage: safeSessionStorage(), key: undoKey(userId, branchId),
   });
 
+  const where = createWhere({ api, branchId, clientId, userId, store, saver, timers, view: () => view, caseName });
+
   let draftsOffered = false;
   const casesUrl = `/api/branches/${branchId}/cases`;
   let syncRequest = null; // the window's range the sync in flight asked for
@@ -170,6 +262,7 @@ function start() {
     onSnapshot(snapshot) {
       // Locks and presence: the live stream is fresher than a snapshot fetched beside it.
       view.applyList(syncRequest, snapshot, { ephemeral: connection.state !== 'connected' });
+      if (connection.state !== 'connected') where.rows.applySnapshot(snapshot);
       connection.noteSnapshot(snapshot.last_event_id);
       if (!draftsOffered) {
         draftsOffered = true;
@@ -184,7 +277,9 @@ function start() {
   const connection = createSharedConnection({
     url: `/api/branches/${branchId}/events`, browserId: browser, tabId, version: config.version, branchId,
     locks: navigator.locks || null, BroadcastChannelImpl: window.BroadcastChannel || null,
-    currentState: () => ({ locks: store.allLocks(), presence: store.presence(), live_state: store.liveState() }),
+    currentState: () => ({
+      locks: store.allLocks(), presence: store.presence(), row_presence: where.rows.all(), live_state: store.liveState(),
+    }),
     releaseTab: (id) => api.del(`/api/branches/${branchId}/clients/${encodeURIComponent(id)}/locks`),
     EventSourceImpl: window.EventSource, ...timers,
     reconnectDelaysMs: config.RECONNECT_DELAYS_MS, heartbeatMs: config.HEARTBEAT_MS,
@@ -193,6 +288,7 @@ function start() {
     onEvent(name, data, id) {
       if (name === 'ready') reloadForVersion(config, data);
       locks.handleEvent(name, data);
+      where.handleEvent(name, data);
       // A case the window does not hold: deleted, it still changes the count.
       const outside = name === 'case-deleted' && !store.getCase(data.case_id);
       if (!store.applyEvent(name, data, id) || outside) view.missed(name, data);
@@ -203,7 +299,11 @@ function start() {
   });
 
   const actions = {
-    edit: (caseId, field, value, options) => saver.edit(caseId, field, value, options),
+    edit: (caseId, field, value, options) => {
+      const result = saver.edit(caseId, field, value, options);
+      where.typing(caseId, field); // asked for this field: saved every few seconds meanwhile
+      return result;
+    },
     discard: (caseId, field) => saver.discard(caseId, field),
     isDraft: (caseId, field) => saver.isHeld(caseId, field),
     holdDraft: (caseId, field) => saver.hold(caseId, field),
@@ -304,9 +404,10 @@ function start() {
       });
       return answer.data;
     },
+    ...where.actions,
   };
 
-  view = createView({ root: document.getElementById('app'), config, store, actions });
+  view = createView({ root: document.getElementById('app'), config, store, actions, rows: where.rows });
   view.mount();
   view.setStreamRole(connection.role);
   view.setConnectionInfo({

@@ -160,6 +160,7 @@ export function createStore({ clientId, userId }) {
         removeCase(data.case_id, { remote: !ownedBy(data, userId, clientId), by: data.by ?? null });
         return true;
       case 'lock-acquired':
+      case 'lock-renewed': // a new expiry and idle time for the same holder
         locks.set(fieldKey(data.lock.case_id, data.lock.field), data.lock);
         notify({ type: 'lock', caseId: data.lock.case_id, field: data.lock.field });
         return true;

@@ -149,8 +149,12 @@ export function createGrid(ctx, { table, panel, actions, toast, peek, openHelp, 
     const lock = ctx.store.lockedByOther(caseId, field);
     if (lock) {
       const own = lock.user && lock.user.id === ctx.store.userId;
+      const name = (lock.user && lock.user.name) || 'someone else';
+      // Offer to ask for it (docs/protocol.md, "Asking for a locked field").
+      const ask = !own && !ctx.readOnly() && ctx.askRelease && lock.user
+        ? [{ label: `Ask ${name} for this field`, run: () => ctx.askRelease(caseId, field) }] : [];
       toast(own ? 'Open in your other tab: edit it there, or close it there first.'
-        : `Locked by ${(lock.user && lock.user.name) || 'someone else'}: you can read it, not change it now.`, 'info');
+        : `Locked by ${name}: you can read it, not change it now.`, 'info', { actions: ask });
       return;
     }
     if (ctx.readOnly() && text !== undefined) {

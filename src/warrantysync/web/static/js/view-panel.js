@@ -70,6 +70,8 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
   const kicker = h('p', { class: 'panel-kicker' });
   const title = h('h2', { id: 'panel-title', class: 'panel-title' });
   const meta = h('p', { class: 'panel-meta' });
+  // Who else is on this case (view-presence.js fills it).
+  const presenceLine = h('ul', { id: 'panel-presence', class: 'panel-presence', 'aria-label': 'On this case now', hidden: true });
   const closeButton = h('button', { type: 'button', class: 'icon-btn panel-close', 'aria-label': 'Close details', text: '×' });
   const caseLink = h('a', { class: 'panel-link', id: 'case-link', text: 'Link to this case' });
   const copyButton = h('button', { type: 'button', class: 'btn btn-quiet btn-small', id: 'copy-case-link', text: 'Copy link' });
@@ -94,7 +96,7 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
     h('h3', { id: 'history-title', text: 'History' }), historyNote, timeline));
 
   const element = h('aside', { id: 'side-panel', class: 'side-panel', hidden: true, 'aria-labelledby': 'panel-title' },
-    h('header', { class: 'panel-head' }, h('div', {}, kicker, title, meta), closeButton),
+    h('header', { class: 'panel-head' }, h('div', {}, kicker, title, meta, presenceLine), closeButton),
     h('div', { class: 'panel-tools' }, caseLink, copyButton, printButton),
     body,
     h('footer', { class: 'panel-foot' }, deleteButton));
@@ -240,6 +242,7 @@ export function createPanel(ctx, { actions, toast, confirm, link, onShown, onPri
 
   return {
     element,
+    presenceLine,
     open,
     close,
     get caseId() {

@@ -7,6 +7,7 @@
 import { flash, h, initials } from './dom.js';
 import { HEADER } from './grid.js';
 import { fromControl, isMemberField, isNotFuture, isSortable, kindOf, labelOf, maxLengthOf } from './fields.js';
+import { lockTiming } from './where.js';
 
 // Working set first, so 1366 px shows what people triage by; contact details scroll in.
 export const COLUMNS = Object.freeze([
@@ -62,9 +63,11 @@ export function decorate(holder, control, caseId, field, ctx) {
   if (lock) {
     const name = (lock.user && lock.user.name) || 'someone';
     holder.dataset.lockedBy = name;
-    // The user's own lock from another tab of theirs: that tab is where to edit it.
-    const said = lock.user && lock.user.id === ctx.store.userId ? 'open in your other tab' : `locked by ${name}`;
-    holder.title = said[0].toUpperCase() + said.slice(1);
+    // The 🔒 tooltip: who (or the user's own other tab, where to edit it), how
+    // long they have not worked in it, when it lapses.
+    const own = Boolean(lock.user && lock.user.id === ctx.store.userId);
+    const said = own ? 'open in your other tab' : `locked by ${name}`;
+    holder.title = `${said[0].toUpperCase()}${said.slice(1)} · ${lockTiming(lock)}`;
     // Managers may take a lock away (docs/protocol.md, Locks): their badge is a button.
     const canForce = ctx.role() === 'manager' && typeof ctx.forceRelease === 'function';
     if (badge && (badge.tagName === 'BUTTON') !== canForce) {
@@ -89,12 +92,14 @@ export function decorate(holder, control, caseId, field, ctx) {
     // The visible initials start the button's name, the rest is for screen readers.
     badge.replaceChildren(`🔒 ${initials(name)}`, ...(badge.tagName === 'BUTTON'
       ? [h('span', { class: 'visually-hidden', text: ` — release ${name}'s lock on this field` })] : []));
+    decorateAsk(holder, caseId, field, name, ctx, own);
     // Said to screen readers too: the lock is more than a colour and a glyph.
     control.setAttribute('aria-label', `${control.dataset.label}, ${said}`);
   } else {
     delete holder.dataset.lockedBy;
     holder.removeAttribute('title');
     if (badge) badge.remove();
+    holder.querySelector(':scope > .ask-release')?.remove();
     control.setAttribute('aria-label', control.dataset.label);
   }
   control.disabled = Boolean(lock) || (ctx.readOnly() && control.tagName === 'SELECT');
@@ -105,6 +110,31 @@ export function decorate(holder, control, caseId, field, ctx) {
   holder.toggleAttribute('data-draft', ctx.isDraft(caseId, field));
   if (state === 'error') control.setAttribute('aria-invalid', 'true');
   else control.removeAttribute('aria-invalid');
+}
+
+/** On a cell locked by someone else: "Ask <name> for this field" (docs/protocol.md, DOM hooks). */
+function decorateAsk(holder, caseId, field, name, ctx, own) {
+  let ask = holder.querySelector(':scope > .ask-release');
+  // The user's own lock in another tab is theirs already: nobody to ask.
+  if (own || ctx.readOnly() || typeof ctx.askRelease !== 'function') {
+    if (ask) ask.remove();
+    return;
+  }
+  if (!ask) {
+    ask = h('button', {
+      type: 'button', class: 'ask-release', tabindex: '-1', dataset: { action: 'ask-release' },
+      onclick: (event) => {
+        event.preventDefault();
+        event.stopPropagation();
+        ctx.askRelease(caseId, field);
+      },
+    });
+    holder.append(ask);
+  }
+  const label = `Ask ${name} for this field`;
+  ask.title = label;
+  ask.setAttribute('aria-label', label);
+  ask.textContent = 'Ask';
 }
 
 /**
@@ -144,7 +174,8 @@ export function createTable(ctx, { onOpen, onSort }) {
       type: 'button', class: 'case-link', tabindex: '-1', 'aria-label': `Open ${json.case_number} details`, text: json.case_number,
     });
     link.addEventListener('click', () => onOpen(caseId));
-    tr.append(h('th', { scope: 'row', class: 'col-case_number', dataset: { col: 'case_number' } }, link));
+    const presence = h('span', { class: 'row-presence' });
+    tr.append(h('th', { scope: 'row', class: 'col-case_number', dataset: { col: 'case_number' } }, link, presence));
     for (const field of COLUMNS.slice(1)) {
       const control = createControl(field, ctx, `${labelOf(field)}, ${json.case_number}`);
       control.tabIndex = -1;
@@ -154,7 +185,7 @@ export function createTable(ctx, { onOpen, onSort }) {
       cells.set(field, { td, control });
       tr.append(td);
     }
-    const row = { tr, cells, link };
+    const row = { tr, cells, link, presence };
     rows.set(caseId, row);
     return row;
   }
@@ -207,7 +238,10 @@ export function createTable(ctx, { onOpen, onSort }) {
         tbody.insertBefore(row.tr, at);
       }
     }
-    for (const caseId of built) render(caseId);
+    for (const caseId of built) {
+      render(caseId);
+      if (ctx.onRowBuilt) ctx.onRowBuilt(caseId);
+    }
     order = ids.filter((caseId) => rows.has(caseId));
     return built;
   }
@@ -272,6 +306,8 @@ export function createTable(ctx, { onOpen, onSort }) {
     hiddenColumns: () => new Set(hiddenColumns),
     setHiddenColumns,
     cellTarget,
+    /** Where a rendered row shows who is on it (view-presence.js); null for a row not rendered. */
+    presenceSlot: (caseId) => rows.get(caseId)?.presence ?? null,
     headerCell: (field) => headers.get(field),
     rowOf: (caseId) => rows.get(caseId)?.tr ?? null,
     rowHasFocus: (caseId) => Boolean(rows.get(caseId)?.tr.contains(document.activeElement)),

@@ -12,6 +12,7 @@ import {
 import { createGrid } from './view-grid.js';
 import { createPanel, describeFull, describeValue } from './view-panel.js';
 import { createPeek } from './view-peek.js';
+import { createWhereView } from './view-presence.js';
 import { createCaseSheet } from './view-print.js';
 import { COLUMNS, createTable } from './view-table.js';
 import { createTrash, createUndoButtons } from './view-undo.js';
@@ -90,11 +91,14 @@ function storage() {
  * actions: edit, focusField, blurField, discard, isDraft, saveDraft, discardDraft, forceRelease,
  * createCase, deleteCase, loadHistory, changePassword, logout, switchBranch,
  * loadList(query) (one page of GET …/cases), loadCase(id), importCsv(file, dryRun), refresh() (the periodic sync, now);
- * undo, redo, nextUndo, nextRedo, restoreEntry, loadTrash, restoreCase (view-undo.js, view-panel.js)
+ * undo, redo, nextUndo, nextRedo, restoreEntry, loadTrash, restoreCase (view-undo.js, view-panel.js);
+ * askRelease, answerRequest, caseShown (who is where, view-presence.js)
+ * rows: the row presence model (where.js), or none
  */
-export function createView({ root, config, store, actions }) {
+export function createView({ root, config, store, actions, rows = null }) {
   const ctx = buildContext(config, store, actions);
   ctx.forceRelease = actions.forceRelease;
+  ctx.askRelease = actions.askRelease;
   const toasts = createToasts();
   const toast = (message, kind, options) => toasts.show(message, kind, options);
   const confirm = createConfirmDialog();
@@ -114,9 +118,18 @@ export function createView({ root, config, store, actions }) {
   const { list } = cases;
   const panel = createPanel(ctx, {
     actions, toast, confirm, link: (id) => new URL(caseUrl(id), location.href).href,
-    onShown: (id) => showUrl(id),
+    onShown: (id) => {
+      showUrl(id);
+      if (where) where.renderPanel();
+      if (actions.caseShown) actions.caseShown(id);
+    },
     onPrint: (id, history) => sheet.print(id, history),
   });
+  const where = rows && createWhereView(ctx, {
+    rows, table, panel, answer: (id, choice) => actions.answerRequest(id, choice),
+    caseName: (id) => store.getCase(id)?.case_number ?? 'a case',
+  });
+  ctx.onRowBuilt = (id) => { if (where) where.renderRow(id); };
   const dialogOpen = () => Boolean(document.querySelector('dialog[open]'));
   const grid = createGrid(ctx, { table, panel, actions, toast, peek, openHelp, dialogOpen });
   // A pick (a dropdown) still focused ends its edit first, so the undone value shows in it.
@@ -420,6 +433,7 @@ export function createView({ root, config, store, actions }) {
     if (panel.caseId === caseId) panel.renderFields();
     const what = `${label} of ${caseName}`;
     const why = reason === 'forced' ? `${who && who.name ? who.name : 'A manager'} released your lock on ${what}.`
+      : reason === 'transferred' ? `${what} is ${who && who.name ? `${who.name}’s` : 'someone else’s'} now.`
       : reason === 'expired' ? `Your lock on ${what} expired.`
         : `${who && who.name ? who.name : 'Someone else'} now holds ${what}.`;
     if (!held) {
@@ -439,6 +453,7 @@ export function createView({ root, config, store, actions }) {
     mount() {
       root.classList.add('app');
       root.replaceChildren(header, main, panel.element, toasts.element, sheet.element);
+      if (where) root.append(where.element);
       bind();
       setConnectionState('connecting');
       setRole(ctx.role());
@@ -472,6 +487,17 @@ export function createView({ root, config, store, actions }) {
     setRole,
     toast,
     dismissToast: (key) => toasts.dismissKey(key),
+    /** The requests this tab is asked now, as the holder's notices. */
+    showLockRequests: (requests) => { if (where) where.showRequests(requests); },
+    /** Open a cell for editing (the lock came to us): the table's, or the panel's when it shows the case. */
+    openField(caseId, field) {
+      const inPanel = panel.caseId === caseId && panel.element.contains(document.activeElement);
+      const control = inPanel ? document.getElementById(`panel-${field}`)
+        : table.cellTarget(caseId, field)?.querySelector('[data-control]');
+      if (!control) return false;
+      control.focus();
+      return document.activeElement === control;
+    },
     askConflict,
     /** The undo stacks changed: the buttons say what is next. */
     undoChanged: () => undoButtons.refresh(),
