@@ -250,6 +250,7 @@ async def test_the_paged_answer_and_the_total(
         "total",
         "locks",
         "presence",
+        "row_presence",
         "live_state",
         "last_event_id",
     }

@@ -230,9 +230,12 @@ class LockMachine(RuleBasedStateMachine):
     def events_alternate(self) -> None:
         released: list[tuple[str, str]] = []
         for kind, payload in self.events[self.seen :]:
-            field = payload["lock"]["field"] if kind == "lock-acquired" else payload["field"]
+            held = kind in ("lock-acquired", "lock-renewed")
+            field = payload["lock"]["field"] if held else payload["field"]
             assert "token" not in payload and "token" not in payload.get("lock", {})
-            if kind == "lock-acquired":
+            if kind == "lock-renewed":
+                assert self.open[field], f"{field} renewed while free"
+            elif kind == "lock-acquired":
                 assert not self.open[field], f"{field} acquired twice without a release"
                 self.open[field] = True
             else:

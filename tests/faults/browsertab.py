@@ -64,6 +64,13 @@ def holder(lock: dict[str, Any]) -> Holder:
     return lock["user"]["id"], lock["client_id"]
 
 
+# Who is looking where and who asks for what (docs/protocol.md, "The event
+# stream"): news a tab shows, nothing it must apply in order.
+EPHEMERAL_NEWS = frozenset(
+    {"heartbeat", "presence", "row-presence", "lock-requested", "lock-request-answered"}
+)
+
+
 def lock_map(locks: list[dict[str, Any]]) -> dict[LockKey, Holder]:
     """Public lock JSON (``ready``, ``state``, snapshots) as {(case, field): holder}."""
     return {(lock["case_id"], lock["field"]): holder(lock) for lock in locks}
@@ -119,7 +126,7 @@ class Tab:
         elif frame.event == "case-updated":
             assert frame.id is not None
             self._update(int(frame.id), data)
-        elif frame.event == "lock-acquired":
+        elif frame.event in ("lock-acquired", "lock-renewed"):
             lock = data["lock"]
             self.locks[lock["case_id"], lock["field"]] = holder(lock)
         elif frame.event == "lock-released":
@@ -131,7 +138,7 @@ class Tab:
             self.locks = lock_map(data["locks"])
         elif frame.event == "goodbye":
             self.retry_after = data["retry_ms"] / 1000
-        elif frame.event not in ("heartbeat", "presence"):
+        elif frame.event not in EPHEMERAL_NEWS:
             self.anomalies[frame.event] += 1  # sync-required, or a case created or deleted
 
     def _update(self, event_id: int, data: dict[str, Any]) -> None:
