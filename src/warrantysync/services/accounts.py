@@ -344,28 +344,22 @@ class Accounts:
         return branch_id, role
 
     async def _case_access(self, *, user_id: int, case_id: int) -> tuple[int, Role]:
-        if not 0 < case_id <= MAX_ID:
-            raise NotFound("no such case")
-        async with self.db.read() as session:
-            row = (
-                await session.execute(
-                    select(WarrantyCase.branch_id, Membership.role)
-                    .join(Membership, Membership.branch_id == WarrantyCase.branch_id)
-                    .where(
-                        WarrantyCase.id == case_id,
-                        WarrantyCase.deleted_at.is_(None),
-                        Membership.user_id == user_id,
-                    )
-                )
-            ).first()
-        if row is None:
-            raise NotFound("no such case")
-        return int(row[0]), row[1]
+        return await self._membership_of_case(user_id, case_id, trashed=False)
 
     async def trash_access(self, *, user_id: int, case_id: int) -> int:
         """A trashed case's branch; 404 unless it is in the trash and visible, 403 below manager."""
+        branch_id, role = await self._membership_of_case(user_id, case_id, trashed=True)
+        require_role(role, Role.manager, "restore deleted cases")
+        return branch_id
+
+    async def _membership_of_case(
+        self, user_id: int, case_id: int, *, trashed: bool
+    ) -> tuple[int, Role]:
+        """The case's branch and the user's role there; 404 when either is missing."""
+        missing = "no such case in the trash" if trashed else "no such case"
         if not 0 < case_id <= MAX_ID:
-            raise NotFound("no such case in the trash")
+            raise NotFound(missing)
+        deleted = WarrantyCase.deleted_at
         async with self.db.read() as session:
             row = (
                 await session.execute(
@@ -373,15 +367,14 @@ class Accounts:
                     .join(Membership, Membership.branch_id == WarrantyCase.branch_id)
                     .where(
                         WarrantyCase.id == case_id,
-                        WarrantyCase.deleted_at.is_not(None),
+                        deleted.is_not(None) if trashed else deleted.is_(None),
                         Membership.user_id == user_id,
                     )
                 )
             ).first()
         if row is None:
-            raise NotFound("no such case in the trash")
-        require_role(row[1], Role.manager, "restore deleted cases")
-        return int(row[0])
+            raise NotFound(missing)
+        return int(row[0]), row[1]
 
     async def branches_of(self, *, user_id: int) -> list[dict[str, object]]:
         async with self.db.read() as session:

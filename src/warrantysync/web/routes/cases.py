@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 
+from ...container import Services
 from ...errors import WarrantySyncError
 from ...jsonutil import dumps
 from ...services import caselist
@@ -127,14 +128,7 @@ async def patch_case(
         user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
     )
     await services.limits.hit_write(principal.user_id)
-    guard = IdempotencyGuard(
-        services.db,
-        user_id=principal.user_id,
-        key=request.headers.get("idempotency-key"),
-        method="PATCH",
-        path=request.url.path,
-        body=raw,
-    )
+    guard = request_guard(request, raw, principal.user_id, services)
     if (earlier := await guard.earlier()) is not None:
         return replayed(earlier)
     try:
@@ -161,6 +155,20 @@ async def patch_case(
         return replayed(twin)
     services.metrics.save_latency.observe(time.perf_counter() - started)
     return json_response(200, case)
+
+
+def request_guard(
+    request: Request, body: bytes, user_id: int, services: Services
+) -> IdempotencyGuard:
+    """The request's ``Idempotency-Key`` guard, keyed by its method, path and body."""
+    return IdempotencyGuard(
+        services.db,
+        user_id=user_id,
+        key=request.headers.get("idempotency-key"),
+        method=request.method,
+        path=request.url.path,
+        body=body,
+    )
 
 
 def replayed(answer: Answer) -> Response:
@@ -234,14 +242,7 @@ async def restore_from_history(
         user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
     )
     await services.limits.hit_write(principal.user_id)
-    guard = IdempotencyGuard(
-        services.db,
-        user_id=principal.user_id,
-        key=request.headers.get("idempotency-key"),
-        method="POST",
-        path=request.url.path,
-        body=raw,
-    )
+    guard = request_guard(request, raw, principal.user_id, services)
     if (earlier := await guard.earlier()) is not None:
         return replayed(earlier)
 

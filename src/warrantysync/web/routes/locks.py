@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from ...container import Services
 from ...errors import ValidationFailed
+from ...services.accounts import Principal
 from ...services.fields import check_field_name
 from ...services.locks import Owner
 from ...storage.models import Role
@@ -15,15 +17,22 @@ from ..inputs import CLIENT_ID_RULE, client_id_of, required_client_id, valid_cli
 router = APIRouter(prefix="/api")
 
 
-@router.put("/cases/{case_id}/locks/{field}")
-async def acquire(
-    case_id: Id, field: str, request: Request, principal: Writer, services: ServicesDep
-) -> Response:
+async def lock_target(
+    case_id: int, field: str, request: Request, principal: Principal, services: Services
+) -> tuple[int, str]:
+    """The branch of an editor's field and the tab asking for its lock (404, 403, 422)."""
     branch_id, _role = await services.accounts.case_access(
         user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
     )
     check_field_name(field)
-    client_id = required_client_id(request)
+    return branch_id, required_client_id(request)
+
+
+@router.put("/cases/{case_id}/locks/{field}")
+async def acquire(
+    case_id: Id, field: str, request: Request, principal: Writer, services: ServicesDep
+) -> Response:
+    branch_id, client_id = await lock_target(case_id, field, request, principal, services)
     await services.limits.hit_lock(principal.user_id)
     lock = await services.locks.acquire(
         case_id=case_id,

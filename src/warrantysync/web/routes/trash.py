@@ -7,12 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 
 from ...services.cases import Actor
-from ...services.idempotency import IdempotencyGuard
 from ...storage.models import Role
 from ..deps import CurrentUser, Id, ServicesDep, Writer
 from ..errors import json_response
 from ..inputs import client_id_of
-from .cases import answered_once, replayed
+from .cases import answered_once, replayed, request_guard
 
 router = APIRouter(prefix="/api")
 
@@ -42,14 +41,7 @@ async def restore_case(
     The replay comes first: once restored, the case is no longer in the
     trash, and a retry whose first answer was lost must still get it.
     """
-    guard = IdempotencyGuard(
-        services.db,
-        user_id=principal.user_id,
-        key=request.headers.get("idempotency-key"),
-        method="POST",
-        path=request.url.path,
-        body=b"",
-    )
+    guard = request_guard(request, b"", principal.user_id, services)
     if (earlier := await guard.earlier()) is not None:
         return replayed(earlier)
     await services.accounts.trash_access(user_id=principal.user_id, case_id=case_id)

@@ -14,10 +14,10 @@ from ...services.fields import check_field_name
 from ...services.lockrequests import Answer
 from ...services.locks import Lock, Owner
 from ...services.rowpresence import Spot
-from ...storage.models import Role
 from ..deps import Id, RawJson, ServicesDep, Writer
 from ..errors import json_response
 from ..inputs import CLIENT_ID_CHARS, parse_object, required_client_id
+from .locks import lock_target
 
 router = APIRouter(prefix="/api")
 
@@ -102,11 +102,7 @@ async def ask(
     case_id: Id, field: str, request: Request, principal: Writer, services: ServicesDep
 ) -> Response:
     """Ask the holder for the field: 202 with the request, or 200 with the lock when free."""
-    branch_id, _role = await services.accounts.case_access(
-        user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
-    )
-    check_field_name(field)
-    client_id = required_client_id(request)
+    branch_id, client_id = await lock_target(case_id, field, request, principal, services)
     await services.limits.hit_lock_request(principal.user_id)
     outcome = await services.lock_requests.ask(
         case_id=case_id,
