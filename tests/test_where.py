@@ -288,6 +288,21 @@ async def test_row_presence_announces_changes_only(rows: RowPresence, published:
     assert len(announced(published)) == 5
 
 
+async def test_a_browser_stream_gone_takes_the_spots_of_all_its_tabs(
+    rows: RowPresence,
+) -> None:
+    """Tabs sharing one stream report as <browser>.<tab> (docs/protocol.md, "Tabs sharing one
+    stream"); when the browser's stream is gone for good, all of them leave, no one else."""
+    tabs = [Owner(1, "Alice", f"br0wser.t{n}") for n in (1, 2)]
+    others = [Owner(1, "Alice", "br0wser2.t1"), Owner(2, "Bob", "br0wser.t1")]
+    for n, owner in enumerate([*tabs, *others]):
+        await rows.report(
+            branch_id=1, spot=spot(owner, 10 + n), user_id=owner.user_id, client_id=owner.client_id
+        )
+    await rows.forget_connection(branch_id=1, user_id=1, connection_id="br0wser")
+    assert [r["case_id"] for r in await rows.rows(branch_id=1)] == [12, 13]
+
+
 async def test_a_spot_not_reported_again_lapses(rows: RowPresence, clock: Clock) -> None:
     await rows.report(branch_id=1, spot=spot(ALICE, 7), user_id=1, client_id="tab-a")
     clock.advance(60)
