@@ -18,6 +18,7 @@ from factories import World, commit_events, queued_ids, subscriber
 from warrantysync.container import Services
 from warrantysync.services.broker import heartbeat as heartbeat_module
 from warrantysync.services.broker import make_broker_backend
+from warrantysync.services.broker import ordering as ordering_module
 from warrantysync.services.broker.memory import MemoryBrokerBackend
 from warrantysync.services.broker.subscriber import Subscriber
 
@@ -60,6 +61,35 @@ async def test_a_missing_event_is_read_back_from_the_outbox(
             if not broker.ordering.pending(branch):
                 break
         assert queued_ids(sub) == [lost.event_id, also_lost.event_id, arrives.event_id]
+
+
+async def test_stopping_waits_for_a_gap_being_read_to_end(
+    services: Services, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gap read still running when the broker stops must end before ``stop()`` returns.
+
+    Otherwise the lifespan disposes of the engine, and the event loop may close,
+    while that read still holds a connection whose driver thread then calls back
+    into a closed loop; the next use of such a connection never answers.
+    """
+    branch = world.branches["downtown"]
+    broker = services.broker
+    reading = asyncio.Event()
+
+    async def slow_events_after(*args: object, **kwargs: object) -> list[object]:
+        reading.set()
+        await asyncio.sleep(3600)
+        return []
+
+    monkeypatch.setattr(ordering_module.outbox, "events_after", slow_events_after)
+    await broker.ordering.know_head(branch)
+    _lost, arrives = await commit_events(services.db, branch, 2)
+    await broker.publish(arrives)
+    await asyncio.wait_for(reading.wait(), 5)
+    gap_reads = [t for t in asyncio.all_tasks() if t.get_name().startswith("broker-gap-")]
+    assert gap_reads
+    await broker.stop()
+    assert all(task.done() for task in gap_reads)
 
 
 async def test_heartbeats_go_out_in_slices_with_the_loop_free_between(

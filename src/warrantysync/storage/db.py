@@ -194,6 +194,10 @@ class Database:
             pass  # another node created the row at the same moment: writes work
 
     async def dispose(self) -> None:
+        # A probe whose callers have all gone may still be writing: let it end
+        # first, so no connection is in use while the engine goes away.
+        if self._probe is not None and not self._probe.done():
+            await asyncio.gather(self._probe, return_exceptions=True)
         await self.engine.dispose()
 
     def _check_durability_on_first_connect(self) -> None:

@@ -115,7 +115,7 @@ class Broker:
         await self.backend.connect(self._on_event, self._on_resubscribe, self._on_lost)
 
     async def stop(self) -> None:
-        self.ordering.stop()
+        await self.ordering.stop()
         await self.backend.disconnect()
 
     def begin_shutdown(self, retry_ms: tuple[int, int] = SHUTDOWN_RETRY_MS) -> int:

@@ -89,10 +89,17 @@ class Ordering:
         for row in rows:
             self.accept(Event(branch_id, row.kind, row.data.encode(), row.id))
 
-    def stop(self) -> None:
-        for task in self._gap_tasks.values():
-            task.cancel()
+    async def stop(self) -> None:
+        """Cancel the gap reads and wait until they have ended.
+
+        A read cancelled but not yet unwound still holds a database connection;
+        the caller disposes of the engine next, and the loop may close after it.
+        """
+        tasks = list(self._gap_tasks.values())
         self._gap_tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _drain(self, branch_id: int) -> None:
         pending = self._pending.get(branch_id)
