@@ -5,7 +5,8 @@
 
 Each starts its own ``warrantysync serve`` on a fresh SQLite database, like
 ``make bench`` does, and prints one line. ``--profile FILE`` (patch only)
-records the server with py-spy (``--gil``, raw folded stacks) meanwhile.
+records the server with py-spy (``--gil``) meanwhile: a flame graph when FILE
+ends in ``.svg``, raw folded stacks otherwise.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def patch_cost(target: WarrantySync, count: int, profile: Path | None) -> str:
     spy = None
     if profile is not None:
         args = [str(PY_SPY), "record", "-p", str(target.pid), "-o", str(profile)]
-        args += ["-f", "raw", "-r", "500", "--nonblocking", "--gil"]
+        kind = "flamegraph" if profile.suffix == ".svg" else "raw"
+        args += ["-f", kind, "-r", "500", "--nonblocking", "--gil"]
         spy = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
     cpu0, wall0 = cpu_seconds(target.pid), time.perf_counter()

@@ -214,6 +214,7 @@ class CaseService:
         branch_id: int | None = None,
         idempotency: IdempotencyGuard | None = None,
         restored_from: int | None = None,
+        confirm: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
         """Validate, check the locks, then commit; returns the case after the change.
 
@@ -227,7 +228,9 @@ class CaseService:
         If an identical twin stored its answer first, the write fails with
         ``IntegrityError`` and nothing of it commits (services/idempotency.py).
         ``restored_from`` marks the change as a restore of that history
-        entry (services/restore.py).
+        entry (services/restore.py). ``confirm`` runs first in the write
+        transaction; whatever it raises rolls the transaction back
+        (services/passes.py).
         """
         if branch_id is None or not F.CONTEXT_FIELDS.isdisjoint(changes):
             async with self.db.read() as session:
@@ -243,6 +246,8 @@ class CaseService:
         )
         event: Event | None = None
         async with self.db.write() as session:
+            if confirm is not None:
+                await confirm(session)
             case = await _live_case(session, case_id=case_id, for_update=True)
             await _check_expected(session, case, expected)
             changed = {f: v for f, v in clean.items() if case[f] != v}
