@@ -22,10 +22,11 @@ that a session's idle expiry keeps sliding (services/accounts.py).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..storage.models import ApiToken, Membership, Role, Session, User, WarrantyCase, utcnow
@@ -98,29 +99,40 @@ class Passes:
         name is compared too, so events and audit rows never name someone by
         a name they have dropped.
         """
-        query = (
-            select(User.name)
-            .join(Membership, Membership.user_id == User.id)
-            .join(WarrantyCase, WarrantyCase.branch_id == Membership.branch_id)
-            .where(
-                User.id == principal.user_id,
-                User.is_active.is_(True),
-                WarrantyCase.id == case_id,
-                Membership.role.in_(_AT_LEAST[minimum]),
-            )
-        )
+        params: dict[str, object] = {"b_user_id": principal.user_id, "b_case_id": case_id}
         if principal.session_id is not None:
-            idle_since = utcnow() - self.session_ttl
-            query = query.join(Session, Session.user_id == User.id).where(
-                Session.id == principal.session_id,
-                Session.revoked_at.is_(None),
-                Session.last_seen_at > idle_since,
-            )
+            kind = "session"
+            params |= {"b_cred_id": principal.session_id, "b_idle": utcnow() - self.session_ttl}
         elif principal.token_id is not None:
-            query = query.join(ApiToken, ApiToken.user_id == User.id).where(
-                ApiToken.id == principal.token_id, ApiToken.revoked_at.is_(None)
-            )
+            kind = "token"
+            params["b_cred_id"] = principal.token_id
         else:
             raise Unconfirmed("no credential to confirm")
-        if await session.scalar(query) != principal.name:
+        query = _confirmation(kind, minimum)
+        if await session.scalar(query, params) != principal.name:
             raise Unconfirmed("the remembered access no longer holds")
+
+
+@functools.cache
+def _confirmation(kind: str, minimum: Role) -> Select[str]:
+    """``confirm``'s statement, built once per credential kind and role."""
+    query = (
+        select(User.name)
+        .join(Membership, Membership.user_id == User.id)
+        .join(WarrantyCase, WarrantyCase.branch_id == Membership.branch_id)
+        .where(
+            User.id == bindparam("b_user_id"),
+            User.is_active.is_(True),
+            WarrantyCase.id == bindparam("b_case_id"),
+            Membership.role.in_(_AT_LEAST[minimum]),
+        )
+    )
+    if kind == "session":
+        return query.join(Session, Session.user_id == User.id).where(
+            Session.id == bindparam("b_cred_id"),
+            Session.revoked_at.is_(None),
+            Session.last_seen_at > bindparam("b_idle"),
+        )
+    return query.join(ApiToken, ApiToken.user_id == User.id).where(
+        ApiToken.id == bindparam("b_cred_id"), ApiToken.revoked_at.is_(None)
+    )
