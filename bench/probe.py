@@ -37,7 +37,7 @@ def keyed_save(target: WarrantySync, seq: int) -> None:
     response.raise_for_status()
 
 
-def patch_cost(target: WarrantySync, count: int, profile: Path | None, keyed: bool) -> str:
+def patch_cost(target: WarrantySync, count: int, profile: Path | None, keyed: bool = False) -> str:
     save = target.publish
     if keyed:
         assert target.client is not None
