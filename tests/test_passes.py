@@ -214,6 +214,21 @@ async def test_a_remembered_save_is_the_same_save(
         assert first.status_code == again.status_code == 200
         assert again.headers.get("idempotent-replayed") == "true"
         assert again.json() == first.json() and first.json()["version"] == version + 1
+        reused = await http.patch(
+            f"/api/cases/{phone}", json={"changes": {"notes": "other"}}, headers=key
+        )
+        refused(reused, 422, "idempotency_key_reused")
+        # A refusal stored under its key is the answer to the retry too.
+        key = {"Idempotency-Key": "remembered-2"}
+        first = await http.patch(
+            f"/api/cases/{phone}", json={"changes": {"serial_number": "y" * 500}}, headers=key
+        )
+        again = await http.patch(
+            f"/api/cases/{phone}", json={"changes": {"serial_number": "y" * 500}}, headers=key
+        )
+        refused(first, 422, "validation_error")
+        refused(again, 422, "validation_error")
+        assert again.headers.get("idempotent-replayed") == "true"
         # Two saves racing on the memory: both land, one version each.
         racing = await asyncio.gather(*(save(http, phone, f"race {n}") for n in range(4)))
         assert sorted(r.json()["version"] for r in racing) == list(range(version + 2, version + 6))

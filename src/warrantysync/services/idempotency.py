@@ -120,6 +120,16 @@ class IdempotencyGuard:
             )
         return Answer(record.status_code, loads(record.body))
 
+    async def stored(self, session: AsyncSession) -> bool:
+        """Whether an answer is stored under the key, read in the caller's transaction.
+
+        For a caller that asks here instead of ``earlier`` and, when one is,
+        starts over through ``earlier`` (web/routes/cases.py).
+        """
+        if self.key is None:
+            return False
+        return (await session.execute(_FIND, self._key_params())).first() is not None
+
     def _key_params(self) -> dict[str, object]:
         return {"b_user_id": self.user_id, "b_key": self.key, "b_since": utcnow() - KEY_LIFETIME}
 

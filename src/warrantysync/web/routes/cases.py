@@ -160,16 +160,11 @@ async def _patch(
 ) -> Response:
     """The save; with ``confirm``, its 200 or ``Unconfirmed``, never another answer."""
     accounts = services.accounts
-    confirmed: Callable[[AsyncSession], Awaitable[None]] | None = None
+    access = accounts.passes.access(user_id=principal.user_id, case_id=case_id)
     if confirm:
-        access = accounts.passes.access(user_id=principal.user_id, case_id=case_id)
         if access is None or not has_role(access[1], Role.editor):
             raise Unconfirmed("no access remembered")
         branch_id = access[0]
-
-        async def confirmed(session: AsyncSession) -> None:
-            await accounts.passes.confirm(session, principal, case_id=case_id, minimum=Role.editor)
-
     else:
         branch_id, _role = await accounts.case_access(
             user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
@@ -184,10 +179,18 @@ async def _patch(
         if confirm:
             raise Unconfirmed("a refusal is answered after the reads") from None
         raise
-    try:
-        if (earlier := await guard.earlier()) is not None:
-            if confirm:
+    confirmed: Callable[[AsyncSession], Awaitable[None]] | None = None
+    if confirm:
+
+        async def confirmed(session: AsyncSession) -> None:
+            # The access, and the key's earlier answer (a replay is answered
+            # after the reads), in the transaction that writes.
+            await accounts.passes.confirm(session, principal, case_id=case_id, minimum=Role.editor)
+            if await guard.stored(session):
                 raise Unconfirmed("a replay is answered after the reads")
+
+    try:
+        if not confirm and (earlier := await guard.earlier()) is not None:
             return replayed(earlier)
         body = parse_patch(raw)
         actor = Actor(principal.user_id, principal.name, client_id_of(request))
