@@ -123,14 +123,15 @@ async def patch_case(case_id: Id, request: Request, save: SaveDep) -> Response:
     web/deps.py has already answered 401, 403 CSRF/Origin, 413 and 415; here
     come 404, 403 viewer, 429, the idempotent replay and the body's shape;
     ``CaseService.patch`` decides the rest.
-
-    A caller remembered from an earlier save skips the reads of its
-    credential and access, and its write transaction confirms both instead
-    (services/passes.py). Only a 200 is answered that way: any other outcome
-    (``Unconfirmed``, nothing written, nothing stored) runs the save again
-    with both read afresh, so every answer is the one it would be without
-    the memory.
     """
+    # Not in the docstring, which is the public OpenAPI description: a
+    # caller remembered from an earlier save skips the reads of its
+    # credential and access, and its write transaction confirms both instead
+    # (services/passes.py). Only a 200 is answered that way: any other
+    # outcome (``Unconfirmed``: nothing written, nothing stored; the errors
+    # of CaseService.patch all come before its commit) runs the save again
+    # with both read afresh, so every answer is the one it would be without
+    # the memory.
     services: Services = request.app.state.services
     started = time.perf_counter()
     principal = save.principal
