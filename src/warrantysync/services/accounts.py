@@ -9,6 +9,7 @@ time whether or not the account exists.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -32,6 +33,7 @@ from ..storage.models import (
     WarrantyCase,
     utcnow,
 )
+from .passes import Passes
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a real password, only for timing")
@@ -96,9 +98,13 @@ def token_hash(token: str, key: str) -> str:
 _RANK = {Role.viewer: 0, Role.editor: 1, Role.manager: 2}
 
 
+def has_role(role: Role, minimum: Role) -> bool:
+    """The one place the role ladder viewer < editor < manager is defined."""
+    return _RANK[role] >= _RANK[minimum]
+
+
 def require_role(role: Role, minimum: Role, action: str) -> None:
-    """The one place the role ladder viewer < editor < manager is enforced."""
-    if _RANK[role] < _RANK[minimum]:
+    if not has_role(role, minimum):
         raise Forbidden(f"a {role.value} cannot {action or 'do this'}")
 
 
@@ -135,6 +141,8 @@ class Accounts:
         self.session_ttl = dt.timedelta(seconds=session_ttl)
         # Touch well within the idle lifetime, or a short TTL would expire active sessions.
         self.touch_every = min(TOUCH_EVERY, self.session_ttl / 4)
+        # Younger than the touch interval, so a remembered session still slides.
+        self.passes = Passes(max_age=self.touch_every.total_seconds(), session_ttl=self.session_ttl)
 
     # -- login -----------------------------------------------------------------
 
@@ -200,6 +208,17 @@ class Accounts:
 
     # -- per request -----------------------------------------------------------
 
+    def remembered(self, token: str, *, bearer: bool) -> Principal | None:
+        """What ``from_bearer``/``from_cookie`` found for ``token`` lately, unchecked.
+
+        Only for a caller whose write transaction confirms it (services/passes.py).
+        """
+        return self.passes.principal(self.pass_key(token, bearer=bearer))
+
+    def pass_key(self, token: str, *, bearer: bool) -> str:
+        # The kind is part of the key: an API token sent as a cookie is no session.
+        return ("b:" if bearer else "c:") + token_hash(token, self.secret_key)
+
     async def from_cookie(self, token: str) -> Principal | None:
         now = utcnow()
         async with self.db.read() as session:
@@ -224,14 +243,11 @@ class Accounts:
                 await session.execute(
                     update(Session).where(Session.id == sess.id).values(last_seen_at=now)
                 )
-        return Principal(
-            user.id,
-            user.name,
-            user.email,
-            session_id=sess.id,
-            csrf_token=sess.csrf_token,
-            refreshed=refreshed,
+        principal = Principal(
+            user.id, user.name, user.email, session_id=sess.id, csrf_token=sess.csrf_token
         )
+        self.passes.remember_principal(self.pass_key(token, bearer=False), principal)
+        return dataclasses.replace(principal, refreshed=refreshed)
 
     async def from_bearer(self, token: str) -> Principal | None:
         async with self.db.read() as session:
@@ -249,7 +265,9 @@ class Accounts:
         if row is None:
             return None
         api_token, user = row
-        return Principal(user.id, user.name, user.email, token_id=api_token.id)
+        principal = Principal(user.id, user.name, user.email, token_id=api_token.id)
+        self.passes.remember_principal(self.pass_key(token, bearer=True), principal)
+        return principal
 
     async def live_access(
         self, *, keys: set[tuple[str, int]], branch_ids: set[int]
@@ -344,7 +362,11 @@ class Accounts:
         return branch_id, role
 
     async def _case_access(self, *, user_id: int, case_id: int) -> tuple[int, Role]:
-        return await self._membership_of_case(user_id, case_id, trashed=False)
+        branch_id, role = await self._membership_of_case(user_id, case_id, trashed=False)
+        self.passes.remember_access(
+            user_id=user_id, case_id=case_id, branch_id=branch_id, role=role
+        )
+        return branch_id, role
 
     async def trash_access(self, *, user_id: int, case_id: int) -> int:
         """A trashed case's branch; 404 unless it is in the trash and visible, 403 below manager."""

@@ -26,7 +26,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +38,15 @@ from ..storage.models import IdempotencyRecord, table, utcnow
 KEY_LIFETIME = dt.timedelta(hours=24)
 MAX_KEY_LENGTH = 128
 RECORDS = table(IdempotencyRecord)
+# Core statements built once (docs/performance.md, "Third round: CPU per
+# save"): the ORM's entity loading and its bulk delete, which evaluates the
+# condition against the session's objects, cost a save more than the SQL.
+_THIS_KEY = (RECORDS.c.user_id == bindparam("b_user_id")) & (RECORDS.c.key == bindparam("b_key"))
+_FIND = select(RECORDS.c.request_hash, RECORDS.c.status_code, RECORDS.c.body).where(
+    _THIS_KEY, RECORDS.c.created_at > bindparam("b_since")
+)
+_DROP_EXPIRED = delete(RECORDS).where(_THIS_KEY, RECORDS.c.created_at <= bindparam("b_since"))
+_INSERT = insert(RECORDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +111,7 @@ class IdempotencyGuard:
         if self.key is None:
             return None
         async with self.db.read() as session:
-            record = await session.scalar(
-                select(IdempotencyRecord).where(
-                    IdempotencyRecord.user_id == self.user_id,
-                    IdempotencyRecord.key == self.key,
-                    IdempotencyRecord.created_at > utcnow() - KEY_LIFETIME,
-                )
-            )
+            record = (await session.execute(_FIND, self._key_params())).first()
         if record is None:
             return None
         if record.request_hash != self.request_hash:
@@ -116,6 +119,19 @@ class IdempotencyGuard:
                 "this Idempotency-Key was already used for a different request"
             )
         return Answer(record.status_code, loads(record.body))
+
+    async def stored(self, session: AsyncSession) -> bool:
+        """Whether an answer is stored under the key, read in the caller's transaction.
+
+        For a caller that asks here instead of ``earlier`` and, when one is,
+        starts over through ``earlier`` (web/routes/cases.py).
+        """
+        if self.key is None:
+            return False
+        return (await session.execute(_FIND, self._key_params())).first() is not None
+
+    def _key_params(self) -> dict[str, object]:
+        return {"b_user_id": self.user_id, "b_key": self.key, "b_since": utcnow() - KEY_LIFETIME}
 
     async def keep(self, session: AsyncSession, answer: Answer) -> None:
         """Store ``answer`` in the caller's write transaction, with the change it reports.
@@ -128,21 +144,16 @@ class IdempotencyGuard:
             return
         # An expired record with the same key may linger until the sweep; a
         # live one is never replaced.
+        await session.execute(_DROP_EXPIRED, self._key_params())
         await session.execute(
-            delete(IdempotencyRecord).where(
-                IdempotencyRecord.user_id == self.user_id,
-                IdempotencyRecord.key == self.key,
-                IdempotencyRecord.created_at <= utcnow() - KEY_LIFETIME,
-            )
-        )
-        await session.execute(
-            insert(RECORDS).values(
-                user_id=self.user_id,
-                key=self.key,
-                request_hash=self.request_hash,
-                status_code=answer.status_code,
-                body=dumps_str(answer.body),
-            )
+            _INSERT,
+            {
+                "user_id": self.user_id,
+                "key": self.key,
+                "request_hash": self.request_hash,
+                "status_code": answer.status_code,
+                "body": dumps_str(answer.body),
+            },
         )
 
     async def refused(self, answer: Answer) -> Answer | None:

@@ -8,12 +8,21 @@ appear in commit order (the row lock serialises writers of one branch).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import TextClause, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import Branch, Counter, OutboxEvent, table
+
+_INSERT_EVENT = insert(table(OutboxEvent))
+
+
+@functools.cache
+def _sql(statement: str) -> TextClause:
+    """One ``text()`` per statement: each save runs the same few."""
+    return text(statement)
 
 
 async def _bump(
@@ -28,14 +37,14 @@ async def _bump(
     dialect = session.get_bind().dialect.name
     if dialect in ("mysql", "mariadb"):
         await session.execute(
-            text(f"UPDATE {table} SET {col} = LAST_INSERT_ID({col} + :by) WHERE {key_col} = :k"),
+            _sql(f"UPDATE {table} SET {col} = LAST_INSERT_ID({col} + :by) WHERE {key_col} = :k"),
             {"k": key, "by": by},
         )
-        value = (await session.execute(text("SELECT LAST_INSERT_ID()"))).scalar_one()
+        value = (await session.execute(_sql("SELECT LAST_INSERT_ID()"))).scalar_one()
         return int(value)
     value = (
         await session.execute(
-            text(f"UPDATE {table} SET {col} = {col} + :by WHERE {key_col} = :k RETURNING {col}"),
+            _sql(f"UPDATE {table} SET {col} = {col} + :by WHERE {key_col} = :k RETURNING {col}"),
             {"k": key, "by": by},
         )
     ).scalar_one()
@@ -62,7 +71,7 @@ async def next_counters(session: AsyncSession, *, name: str, count: int) -> int:
 async def append_event(session: AsyncSession, *, branch_id: int, kind: str, data: str) -> int:
     event_id = await next_event_id(session, branch_id=branch_id)
     await session.execute(
-        insert(table(OutboxEvent)).values(branch_id=branch_id, id=event_id, kind=kind, data=data)
+        _INSERT_EVENT, {"branch_id": branch_id, "id": event_id, "kind": kind, "data": data}
     )
     return event_id
 

@@ -12,17 +12,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...container import Services
 from ...errors import WarrantySyncError
 from ...jsonutil import dumps
 from ...services import caselist
+from ...services.accounts import Principal, has_role
 from ...services.cases import Actor
 from ...services.idempotency import Answer, IdempotencyGuard
 from ...services.live import live_state
+from ...services.passes import Unconfirmed
 from ...services.restore import restore_value
 from ...storage.models import Role
-from ..deps import CurrentUser, Id, RawJson, ServicesDep, Writer
+from ..deps import CurrentUser, Id, RawJson, SaveDep, ServicesDep, Writer, fresh_writer
 from ..errors import body_of, json_response, status_of
 from ..inputs import client_id_of, parse_case_fields, parse_patch, parse_restore
 
@@ -114,24 +117,82 @@ async def get_case(case_id: Id, principal: CurrentUser, services: ServicesDep) -
 
 
 @router.patch("/cases/{case_id}")
-async def patch_case(
-    case_id: Id, request: Request, raw: RawJson, principal: Writer, services: ServicesDep
-) -> Response:
+async def patch_case(case_id: Id, request: Request, save: SaveDep) -> Response:
     """The answers' order is the contract's (docs/protocol.md, PATCH).
 
     web/deps.py has already answered 401, 403 CSRF/Origin, 413 and 415; here
     come 404, 403 viewer, 429, the idempotent replay and the body's shape;
     ``CaseService.patch`` decides the rest.
     """
+    # Not in the docstring, which is the public OpenAPI description: a
+    # caller remembered from an earlier save skips the reads of its
+    # credential and access, and its write transaction confirms both instead
+    # (services/passes.py). Only a 200 is answered that way: any other
+    # outcome (``Unconfirmed``: nothing written, nothing stored; the errors
+    # of CaseService.patch all come before its commit) runs the save again
+    # with both read afresh, so every answer is the one it would be without
+    # the memory.
+    services: Services = request.app.state.services
     started = time.perf_counter()
-    branch_id, _role = await services.accounts.case_access(
-        user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
-    )
-    await services.limits.hit_write(principal.user_id)
-    guard = request_guard(request, raw, principal.user_id, services)
-    if (earlier := await guard.earlier()) is not None:
-        return replayed(earlier)
+    principal = save.principal
+    if save.remembered:
+        try:
+            response = await _patch(case_id, request, principal, save.raw, services, confirm=True)
+        except Unconfirmed:
+            services.accounts.passes.forget(
+                key=save.pass_key, user_id=principal.user_id, case_id=case_id
+            )
+            principal = await fresh_writer(request, services)
+            response = await _patch(case_id, request, principal, save.raw, services)
+    else:
+        response = await _patch(case_id, request, principal, save.raw, services)
+    services.metrics.save_latency.observe(time.perf_counter() - started)
+    return response
+
+
+async def _patch(
+    case_id: int,
+    request: Request,
+    principal: Principal,
+    raw: bytes,
+    services: Services,
+    *,
+    confirm: bool = False,
+) -> Response:
+    """The save; with ``confirm``, its 200 or ``Unconfirmed``, never another answer."""
+    accounts = services.accounts
+    access = accounts.passes.access(user_id=principal.user_id, case_id=case_id)
+    if confirm:
+        if access is None or not has_role(access[1], Role.editor):
+            raise Unconfirmed("no access remembered")
+        branch_id = access[0]
+    else:
+        branch_id, _role = await accounts.case_access(
+            user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
+        )
     try:
+        if not getattr(request.state, "write_counted", False):
+            await services.limits.hit_write(principal.user_id)
+            # Counted once however often the save runs (see patch_case).
+            request.state.write_counted = True
+        guard = request_guard(request, raw, principal.user_id, services)
+    except WarrantySyncError:
+        if confirm:
+            raise Unconfirmed("a refusal is answered after the reads") from None
+        raise
+    confirmed: Callable[[AsyncSession], Awaitable[None]] | None = None
+    if confirm:
+
+        async def confirmed(session: AsyncSession) -> None:
+            # The access, and the key's earlier answer (a replay is answered
+            # after the reads), in the transaction that writes.
+            await accounts.passes.confirm(session, principal, case_id=case_id, minimum=Role.editor)
+            if await guard.stored(session):
+                raise Unconfirmed("a replay is answered after the reads")
+
+    try:
+        if not confirm and (earlier := await guard.earlier()) is not None:
+            return replayed(earlier)
         body = parse_patch(raw)
         actor = Actor(principal.user_id, principal.name, client_id_of(request))
         case = await services.cases.patch(
@@ -142,18 +203,22 @@ async def patch_case(
             actor=actor,
             branch_id=branch_id,
             idempotency=guard,
+            confirm=confirmed,
         )
     except IntegrityError:
+        if confirm:
+            raise Unconfirmed("a twin is answered after the reads") from None
         # An identical twin committed first, and its record made our whole
         # transaction fail: answer what it answered.
         if (twin := await guard.twin()) is None:
             raise
         return replayed(twin)
     except WarrantySyncError as exc:
+        if confirm:
+            raise Unconfirmed("a refusal is answered after the reads") from None
         if (twin := await guard.refused(Answer(status_of(exc), body_of(exc)))) is None:
             raise
         return replayed(twin)
-    services.metrics.save_latency.observe(time.perf_counter() - started)
     return json_response(200, case)
 
 
