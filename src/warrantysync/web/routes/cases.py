@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...container import Services
-from ...errors import WarrantySyncError
+from ...errors import Unavailable, WarrantySyncError
 from ...jsonutil import dumps
 from ...services import caselist
 from ...services.accounts import Principal, has_role
@@ -127,11 +127,12 @@ async def patch_case(case_id: Id, request: Request, save: SaveDep) -> Response:
     # Not in the docstring, which is the public OpenAPI description: a
     # caller remembered from an earlier save skips the reads of its
     # credential and access, and its write transaction confirms both instead
-    # (services/passes.py). Only a 200 is answered that way: any other
-    # outcome (``Unconfirmed``: nothing written, nothing stored; the errors
-    # of CaseService.patch all come before its commit) runs the save again
-    # with both read afresh, so every answer is the one it would be without
-    # the memory.
+    # (services/passes.py). Only a 200, or a 503 when the database is away
+    # (which the fresh reads would answer first anyway), is answered that
+    # way: any other outcome (``Unconfirmed``: nothing written, nothing
+    # stored; the errors of CaseService.patch all come before its commit)
+    # runs the save again with both read afresh, so every answer is the one
+    # it would be without the memory.
     services: Services = request.app.state.services
     started = time.perf_counter()
     principal = save.principal
@@ -159,7 +160,7 @@ async def _patch(
     *,
     confirm: bool = False,
 ) -> Response:
-    """The save; with ``confirm``, its 200 or ``Unconfirmed``, never another answer."""
+    """The save; with ``confirm``, its 200, ``Unavailable`` (503) or ``Unconfirmed``, nothing else."""
     accounts = services.accounts
     access = accounts.passes.access(user_id=principal.user_id, case_id=case_id)
     if confirm:
@@ -176,8 +177,8 @@ async def _patch(
             # Counted once however often the save runs (see patch_case).
             request.state.write_counted = True
         guard = request_guard(request, raw, principal.user_id, services)
-    except WarrantySyncError:
-        if confirm:
+    except WarrantySyncError as exc:
+        if confirm and not isinstance(exc, Unavailable):
             raise Unconfirmed("a refusal is answered after the reads") from None
         raise
     confirmed: Callable[[AsyncSession], Awaitable[None]] | None = None
@@ -214,6 +215,10 @@ async def _patch(
             raise
         return replayed(twin)
     except WarrantySyncError as exc:
+        if confirm and isinstance(exc, Unavailable):
+            # The fresh path's first read would answer 503 too: saying it now
+            # spares a second wait on a database that is away.
+            raise
         if confirm:
             raise Unconfirmed("a refusal is answered after the reads") from None
         if (twin := await guard.refused(Answer(status_of(exc), body_of(exc)))) is None:
