@@ -160,7 +160,7 @@ async def _patch(
     *,
     confirm: bool = False,
 ) -> Response:
-    """The save; with ``confirm``, its 200, ``Unavailable`` (503) or ``Unconfirmed``, nothing else."""
+    """The save; with ``confirm``: its 200, ``Unavailable`` (503) or ``Unconfirmed``."""
     accounts = services.accounts
     access = accounts.passes.access(user_id=principal.user_id, case_id=case_id)
     if confirm:
