@@ -63,15 +63,27 @@ async def optional_principal(request: Request, services: ServicesDep) -> Princip
     return await _find_principal(request, services)
 
 
-async def _find_principal(request: Request, services: Services) -> Principal | None:
-    principal: Principal | None = None
+def _credential(request: Request) -> tuple[str, bool] | None:
+    """The request's credential and whether it is a bearer token (else the session cookie)."""
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
-        principal = await services.accounts.from_bearer(auth[7:].strip())
-    elif token := request.cookies.get(SESSION_COOKIE):
-        principal = await services.accounts.from_cookie(token)
-        if principal is not None and principal.refreshed:
-            request.state.refresh_session_cookie = token  # see web/security.py
+        return auth[7:].strip(), True
+    if token := request.cookies.get(SESSION_COOKIE):
+        return token, False
+    return None
+
+
+async def _find_principal(request: Request, services: Services) -> Principal | None:
+    principal: Principal | None = None
+    credential = _credential(request)
+    if credential is not None:
+        token, bearer = credential
+        if bearer:
+            principal = await services.accounts.from_bearer(token)
+        else:
+            principal = await services.accounts.from_cookie(token)
+            if principal is not None and principal.refreshed:
+                request.state.refresh_session_cookie = token  # see web/security.py
     request.state.principal = principal
     return principal
 
@@ -166,13 +178,10 @@ async def fresh_writer(request: Request, services: Services) -> Principal:
 
 
 def _remembered(request: Request, services: Services) -> tuple[Principal | None, str | None]:
-    auth = request.headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        token, bearer = auth[7:].strip(), True
-    elif token := request.cookies.get(SESSION_COOKIE, ""):
-        bearer = False
-    else:
+    credential = _credential(request)
+    if credential is None:
         return None, None
+    token, bearer = credential
     found = services.accounts.remembered(token, bearer=bearer)
     return found, services.accounts.pass_key(token, bearer=bearer)
 
