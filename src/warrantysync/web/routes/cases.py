@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...container import Services
-from ...errors import Unavailable, WarrantySyncError
+from ...errors import RateLimited, Unavailable, WarrantySyncError
 from ...jsonutil import dumps
 from ...services import caselist
 from ...services.accounts import Principal, has_role
@@ -224,10 +224,24 @@ async def _fresh_save(
 
 
 async def _count_write(request: Request, principal: Principal, services: Services) -> None:
-    """The save's hit on the write limit, counted once however often the save runs."""
-    if not getattr(request.state, "write_counted", False):
+    """The save's one hit on the write limit, however often the save runs.
+
+    A save that starts over after the memory gets the first hit's outcome
+    again, its 429 included: hitting again would count it twice in the
+    setting's windows before the one that refused (services/ratelimit.py)
+    and twice in ``warrantysync_rate_limited_total``.
+    """
+    counted: RateLimited | bool = getattr(request.state, "write_counted", False)
+    if isinstance(counted, RateLimited):
+        raise counted
+    if counted:
+        return
+    try:
         await services.limits.hit_write(principal.user_id)
-        request.state.write_counted = True
+    except RateLimited as refusal:
+        request.state.write_counted = refusal
+        raise
+    request.state.write_counted = True
 
 
 async def _write(
