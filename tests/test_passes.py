@@ -4,6 +4,7 @@ Each test warms the memory with two saves through a real server, takes the
 access away — through the API, on another server of the same database, or
 behind the servers' backs as the CLI does — and checks that the very next
 save gets the answer it would get without any memory, and changes nothing.
+The last ones check that the memory changes no answer and no count either.
 """
 
 from __future__ import annotations
