@@ -4,6 +4,7 @@ Each test warms the memory with two saves through a real server, takes the
 access away — through the API, on another server of the same database, or
 behind the servers' backs as the CLI does — and checks that the very next
 save gets the answer it would get without any memory, and changes nothing.
+The last ones check that the memory changes no answer and no count either.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from conftest import LiveFactory
 from factories import World
 from live import LiveServer
+from servers import RedisServer
 from warrantysync.services import admin
 from warrantysync.storage.db import Database
 
@@ -232,3 +235,44 @@ async def test_a_remembered_save_is_the_same_save(
         # Two saves racing on the memory: both land, one version each.
         racing = await asyncio.gather(*(save(http, phone, f"race {n}") for n in range(4)))
         assert sorted(r.json()["version"] for r in racing) == list(range(version + 2, version + 6))
+
+
+def rate_limited(metrics: str) -> float:
+    """``warrantysync_rate_limited_total`` for writes, from a ``/metrics`` page."""
+    for line in metrics.splitlines():
+        if line.startswith('warrantysync_rate_limited_total{scope="writes"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_save_counts_once_against_the_write_limit(
+    live_factory: LiveFactory, redis_server: RedisServer
+) -> None:
+    """A save refused with 429 on the memory is one hit on the limit, as on the fresh path.
+
+    Both servers count in one Redis; the second has only the first one's
+    hourly limit, so what it still allows shows how many saves the first one
+    counted there: the refused save once, like each one that landed.
+    """
+    url = redis_server.url.rsplit("/", 1)[0] + "/9"
+    redis = Redis.from_url(url)
+    await redis.flushdb()
+    await redis.aclose()
+    strict, world = live_factory(redis_url=url, rate_limit_writes="5/hour;3/hour")
+    hourly, _ = live_factory(redis_url=url, rate_limit_writes="5/hour")
+    phone = world.cases["phone"]
+    async with (
+        httpx.AsyncClient(base_url=strict.url) as on_strict,
+        httpx.AsyncClient(base_url=hourly.url) as on_hourly,
+    ):
+        await login(on_strict)
+        # The first save reads afresh, the others run on the memory.
+        answers = [(await save(on_strict, phone, f"s{n}")).status_code for n in range(4)]
+        assert answers == [200, 200, 200, 429]
+        assert rate_limited((await on_strict.get("/metrics")).text) == 1
+        on_hourly.cookies.update(on_strict.cookies)
+        on_hourly.headers["X-CSRF-Token"] = on_strict.headers["X-CSRF-Token"]
+        # Four of the five counted: one save left, then the hourly limit's own 429.
+        answers = [(await save(on_hourly, phone, f"h{n}")).status_code for n in range(3)]
+        assert answers == [200, 429, 429]
+        assert rate_limited((await on_hourly.get("/metrics")).text) == 2

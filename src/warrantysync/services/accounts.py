@@ -95,6 +95,14 @@ def token_hash(token: str, key: str) -> str:
     return hmac.new(key.encode(), token.encode(), hashlib.sha256).hexdigest()
 
 
+def _pass_key(digest: str, *, bearer: bool) -> str:
+    """The memory's key for a token (services/passes.py), from its ``token_hash``.
+
+    The kind is part of the key: an API token sent as a cookie is no session.
+    """
+    return ("b:" if bearer else "c:") + digest
+
+
 _RANK = {Role.viewer: 0, Role.editor: 1, Role.manager: 2}
 
 
@@ -208,26 +216,27 @@ class Accounts:
 
     # -- per request -----------------------------------------------------------
 
-    def remembered(self, token: str, *, bearer: bool) -> Principal | None:
-        """What ``from_bearer``/``from_cookie`` found for ``token`` lately, unchecked.
+    def remembered(self, pass_key: str) -> Principal | None:
+        """What ``from_bearer``/``from_cookie`` found lately for the token of ``pass_key``.
 
-        Only for a caller whose write transaction confirms it (services/passes.py).
+        Unchecked: only for a caller whose write transaction confirms it
+        (services/passes.py).
         """
-        return self.passes.principal(self.pass_key(token, bearer=bearer))
+        return self.passes.principal(pass_key)
 
     def pass_key(self, token: str, *, bearer: bool) -> str:
-        # The kind is part of the key: an API token sent as a cookie is no session.
-        return ("b:" if bearer else "c:") + token_hash(token, self.secret_key)
+        return _pass_key(token_hash(token, self.secret_key), bearer=bearer)
 
     async def from_cookie(self, token: str) -> Principal | None:
         now = utcnow()
+        digest = token_hash(token, self.secret_key)
         async with self.db.read() as session:
             row = (
                 await session.execute(
                     select(Session, User)
                     .join(User, User.id == Session.user_id)
                     .where(
-                        Session.token_hash == token_hash(token, self.secret_key),
+                        Session.token_hash == digest,
                         Session.revoked_at.is_(None),
                         Session.last_seen_at > now - self.session_ttl,
                         User.is_active.is_(True),
@@ -246,17 +255,18 @@ class Accounts:
         principal = Principal(
             user.id, user.name, user.email, session_id=sess.id, csrf_token=sess.csrf_token
         )
-        self.passes.remember_principal(self.pass_key(token, bearer=False), principal)
+        self.passes.remember_principal(_pass_key(digest, bearer=False), principal)
         return dataclasses.replace(principal, refreshed=refreshed)
 
     async def from_bearer(self, token: str) -> Principal | None:
+        digest = token_hash(token, self.secret_key)
         async with self.db.read() as session:
             row = (
                 await session.execute(
                     select(ApiToken, User)
                     .join(User, User.id == ApiToken.user_id)
                     .where(
-                        ApiToken.token_hash == token_hash(token, self.secret_key),
+                        ApiToken.token_hash == digest,
                         ApiToken.revoked_at.is_(None),
                         User.is_active.is_(True),
                     )
@@ -266,7 +276,7 @@ class Accounts:
             return None
         api_token, user = row
         principal = Principal(user.id, user.name, user.email, token_id=api_token.id)
-        self.passes.remember_principal(self.pass_key(token, bearer=True), principal)
+        self.passes.remember_principal(_pass_key(digest, bearer=True), principal)
         return principal
 
     async def live_access(

@@ -182,8 +182,9 @@ def _remembered(request: Request, services: Services) -> tuple[Principal | None,
     if credential is None:
         return None, None
     token, bearer = credential
-    found = services.accounts.remembered(token, bearer=bearer)
-    return found, services.accounts.pass_key(token, bearer=bearer)
+    # One HMAC per save: the key both finds the memory and forgets it.
+    key = services.accounts.pass_key(token, bearer=bearer)
+    return services.accounts.remembered(key), key
 
 
 SaveDep = Annotated[Save, Depends(save_of)]

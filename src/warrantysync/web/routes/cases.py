@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...container import Services
-from ...errors import Unavailable, WarrantySyncError
+from ...errors import RateLimited, Unavailable, WarrantySyncError
 from ...jsonutil import dumps
 from ...services import caselist
 from ...services.accounts import Principal, has_role
@@ -25,7 +25,7 @@ from ...services.live import live_state
 from ...services.passes import Unconfirmed
 from ...services.restore import restore_value
 from ...storage.models import Role
-from ..deps import CurrentUser, Id, RawJson, SaveDep, ServicesDep, Writer, fresh_writer
+from ..deps import CurrentUser, Id, RawJson, Save, SaveDep, ServicesDep, Writer, fresh_writer
 from ..errors import body_of, json_response, status_of
 from ..inputs import client_id_of, parse_case_fields, parse_patch, parse_restore
 
@@ -126,105 +126,147 @@ async def patch_case(case_id: Id, request: Request, save: SaveDep) -> Response:
     """
     # Not in the docstring, which is the public OpenAPI description: a
     # caller remembered from an earlier save skips the reads of its
-    # credential and access, and its write transaction confirms both instead
-    # (services/passes.py). Only a 200, or a 503 when the database is away
-    # (which the fresh reads would answer first anyway), is answered that
-    # way: any other outcome (``Unconfirmed``: nothing written, nothing
-    # stored; the errors of CaseService.patch all come before its commit)
-    # runs the save again with both read afresh, so every answer is the one
-    # it would be without the memory.
+    # credential and access (_remembered_save); anything it cannot answer
+    # runs the save again with both read afresh (_fresh_save), so every
+    # answer is the one it would be without the memory (docs/performance.md,
+    # "Third round: CPU per save", steps 1 and 4).
     services: Services = request.app.state.services
     started = time.perf_counter()
+    response: Response | None = None
     principal = save.principal
     if save.remembered:
         try:
-            response = await _patch(case_id, request, principal, save.raw, services, confirm=True)
+            response = await _remembered_save(case_id, request, save, services)
         except Unconfirmed:
             services.accounts.passes.forget(
                 key=save.pass_key, user_id=principal.user_id, case_id=case_id
             )
             principal = await fresh_writer(request, services)
-            response = await _patch(case_id, request, principal, save.raw, services)
-    else:
-        response = await _patch(case_id, request, principal, save.raw, services)
+    if response is None:
+        response = await _fresh_save(case_id, request, principal, save.raw, services)
     services.metrics.save_latency.observe(time.perf_counter() - started)
     return response
 
 
-async def _patch(
+async def _remembered_save(
+    case_id: int, request: Request, save: Save, services: Services
+) -> Response:
+    """The save on the memory: its 200, ``Unavailable`` (503), else ``Unconfirmed``.
+
+    The write transaction confirms the remembered caller and access
+    (services/passes.py). Only a 200 is answered here, or a 503 when the
+    database is away, which the fresh reads would answer first anyway; every
+    other outcome is ``Unconfirmed`` with nothing written and nothing stored
+    (the errors of ``CaseService.patch`` all come before its commit), so the
+    fresh save answers it after the reads.
+    """
+    principal = save.principal
+    access = services.accounts.passes.access(user_id=principal.user_id, case_id=case_id)
+    if access is None or not has_role(access[1], Role.editor):
+        raise Unconfirmed("no access remembered")
+    try:
+        await _count_write(request, principal, services)
+        guard = request_guard(request, save.raw, principal.user_id, services)
+        confirm = _confirmation(services, principal, case_id, guard)
+        case = await _write(
+            case_id,
+            request,
+            principal,
+            save.raw,
+            services,
+            branch_id=access[0],
+            guard=guard,
+            confirm=confirm,
+        )
+    except IntegrityError:
+        raise Unconfirmed("a twin is answered after the reads") from None
+    except Unavailable:
+        # Saying it now spares a second wait on a database that is away.
+        raise
+    except WarrantySyncError:
+        raise Unconfirmed("a refusal is answered after the reads") from None
+    return json_response(200, case)
+
+
+def _confirmation(
+    services: Services, principal: Principal, case_id: int, guard: IdempotencyGuard
+) -> Callable[[AsyncSession], Awaitable[None]]:
+    async def confirmed(session: AsyncSession) -> None:
+        # The access, and the key's earlier answer (a replay is answered
+        # after the reads), in the transaction that writes.
+        await services.accounts.passes.confirm(
+            session, principal, case_id=case_id, minimum=Role.editor
+        )
+        if await guard.stored(session):
+            raise Unconfirmed("a replay is answered after the reads")
+
+    return confirmed
+
+
+async def _fresh_save(
+    case_id: int, request: Request, principal: Principal, raw: bytes, services: Services
+) -> Response:
+    """The save with its caller's access read first, every answer in the contract's order."""
+    branch_id, _role = await services.accounts.case_access(
+        user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
+    )
+    await _count_write(request, principal, services)
+    guard = request_guard(request, raw, principal.user_id, services)
+    if (earlier := await guard.earlier()) is not None:
+        return replayed(earlier)
+
+    async def write() -> dict[str, Any]:
+        return await _write(
+            case_id, request, principal, raw, services, branch_id=branch_id, guard=guard
+        )
+
+    return await answered_once(guard, write)
+
+
+async def _count_write(request: Request, principal: Principal, services: Services) -> None:
+    """The save's one hit on the write limit, however often the save runs.
+
+    A save that starts over after the memory gets the first hit's outcome
+    again, its 429 included: hitting again would count it twice in the
+    setting's windows before the one that refused (services/ratelimit.py)
+    and twice in ``warrantysync_rate_limited_total``.
+    """
+    counted: RateLimited | bool = getattr(request.state, "write_counted", False)
+    if isinstance(counted, RateLimited):
+        raise counted
+    if counted:
+        return
+    try:
+        await services.limits.hit_write(principal.user_id)
+    except RateLimited as refusal:
+        request.state.write_counted = refusal
+        raise
+    request.state.write_counted = True
+
+
+async def _write(
     case_id: int,
     request: Request,
     principal: Principal,
     raw: bytes,
     services: Services,
     *,
-    confirm: bool = False,
-) -> Response:
-    """The save; with ``confirm``: its 200, ``Unavailable`` (503) or ``Unconfirmed``."""
-    accounts = services.accounts
-    access = accounts.passes.access(user_id=principal.user_id, case_id=case_id)
-    if confirm:
-        if access is None or not has_role(access[1], Role.editor):
-            raise Unconfirmed("no access remembered")
-        branch_id = access[0]
-    else:
-        branch_id, _role = await accounts.case_access(
-            user_id=principal.user_id, case_id=case_id, minimum=Role.editor, action="edit cases"
-        )
-    try:
-        if not getattr(request.state, "write_counted", False):
-            await services.limits.hit_write(principal.user_id)
-            # Counted once however often the save runs (see patch_case).
-            request.state.write_counted = True
-        guard = request_guard(request, raw, principal.user_id, services)
-    except WarrantySyncError as exc:
-        if confirm and not isinstance(exc, Unavailable):
-            raise Unconfirmed("a refusal is answered after the reads") from None
-        raise
-    confirmed: Callable[[AsyncSession], Awaitable[None]] | None = None
-    if confirm:
-
-        async def confirmed(session: AsyncSession) -> None:
-            # The access, and the key's earlier answer (a replay is answered
-            # after the reads), in the transaction that writes.
-            await accounts.passes.confirm(session, principal, case_id=case_id, minimum=Role.editor)
-            if await guard.stored(session):
-                raise Unconfirmed("a replay is answered after the reads")
-
-    try:
-        if not confirm and (earlier := await guard.earlier()) is not None:
-            return replayed(earlier)
-        body = parse_patch(raw)
-        actor = Actor(principal.user_id, principal.name, client_id_of(request))
-        case = await services.cases.patch(
-            case_id=case_id,
-            changes=body.changes.root,
-            expected=body.expected,
-            lock_tokens=body.lock_tokens,
-            actor=actor,
-            branch_id=branch_id,
-            idempotency=guard,
-            confirm=confirmed,
-        )
-    except IntegrityError:
-        if confirm:
-            raise Unconfirmed("a twin is answered after the reads") from None
-        # An identical twin committed first, and its record made our whole
-        # transaction fail: answer what it answered.
-        if (twin := await guard.twin()) is None:
-            raise
-        return replayed(twin)
-    except WarrantySyncError as exc:
-        if confirm and isinstance(exc, Unavailable):
-            # The fresh path's first read would answer 503 too: saying it now
-            # spares a second wait on a database that is away.
-            raise
-        if confirm:
-            raise Unconfirmed("a refusal is answered after the reads") from None
-        if (twin := await guard.refused(Answer(status_of(exc), body_of(exc)))) is None:
-            raise
-        return replayed(twin)
-    return json_response(200, case)
+    branch_id: int,
+    guard: IdempotencyGuard,
+    confirm: Callable[[AsyncSession], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """Both paths' core: the body's shape, then ``CaseService.patch``."""
+    body = parse_patch(raw)
+    return await services.cases.patch(
+        case_id=case_id,
+        changes=body.changes.root,
+        expected=body.expected,
+        lock_tokens=body.lock_tokens,
+        actor=Actor(principal.user_id, principal.name, client_id_of(request)),
+        branch_id=branch_id,
+        idempotency=guard,
+        confirm=confirm,
+    )
 
 
 def request_guard(
