@@ -200,7 +200,10 @@ def main() -> None:
     results["targets"] = rows
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (args.out / "results.md").write_text(report.markdown(results, rows))
-    report.charts(results, args.out)
+    try:
+        report.charts(results, args.out)
+    except ImportError as exc:  # matplotlib: `make bench` installs it
+        log(f"no charts: {exc}")
     for row in rows:
         verdict = "n/a " if row["pass"] is None else ("PASS" if row["pass"] else "MISS")
         print(f"{verdict}  {row['target']}: {row['value']} (goal {row['goal']})")

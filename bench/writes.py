@@ -123,7 +123,7 @@ class Editor:
     def __init__(self, port: int, case_id: int, cookie: str, csrf: str, n: int) -> None:
         self.port = port
         self.n = n
-        self.cookie, self.csrf = cookie, csrf
+        self.case_id, self.cookie, self.csrf = case_id, cookie, csrf
         self.head = (
             f"PATCH /api/cases/{case_id} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
             f"Cookie: warrantysync_session={cookie}\r\nX-CSRF-Token: {csrf}\r\n"
