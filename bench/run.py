@@ -28,9 +28,34 @@ import large
 import report
 import scale
 import typing_sim
+import writesteps
 from common import BENCH, log, raise_nofile
 from fleet import Fleet
 from targets import BetterSse, SocketIO, SseStarlette, Target, WarrantySync
+
+# The write path (bench/writesteps.py): editors, seconds per measurement, audiences.
+WRITES_QUICK = {
+    "write_editors": 16,
+    "saturation_editors": 16,
+    "write_secs": 3.0,
+    "paced_secs": 3.0,
+    "mixed_viewers": 500,
+    "mixed_editors": 20,
+    "mixed_secs": 10.0,
+    "workers_viewers": 200,
+    "workers_secs": 3.0,
+}
+WRITES_FULL = {
+    "write_editors": 48,
+    "saturation_editors": 16,
+    "write_secs": 8.0,
+    "paced_secs": 10.0,
+    "mixed_viewers": 2000,
+    "mixed_editors": 50,
+    "mixed_secs": 30.0,
+    "workers_viewers": 1000,
+    "workers_secs": 6.0,
+}
 
 
 def plan(quick: bool) -> dict[str, Any]:
@@ -45,10 +70,11 @@ def plan(quick: bool) -> dict[str, Any]:
             "typing_secs": 10.0,
             "cluster_viewers": 200,
             "large_rows": 5000,
+            **WRITES_QUICK,
         }
     return {
         "levels": [100, 1000, 5000, 10000],
-        "saturation_levels": [1000, 10000],
+        "saturation_levels": [1000, 5000, 10000],
         "edits": 25,
         "saturation_secs": 6.0,
         # This sandbox caps open files at 20,000 per process (no CAP_SYS_RESOURCE to
@@ -58,6 +84,7 @@ def plan(quick: bool) -> dict[str, Any]:
         "typing_secs": 30.0,
         "cluster_viewers": 2000,
         "large_rows": 50000,
+        **WRITES_FULL,
     }
 
 
@@ -90,7 +117,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small levels, about 2-3 minutes")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
-    parser.add_argument("--only", default="", help="comma list: ours,peers,typing,cluster,large")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma list: ours,peers,typing,cluster,large,writes,writes-pg,mixed,workers",
+    )
     args = parser.parse_args()
     # SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so every process we started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -157,12 +188,22 @@ def main() -> None:
     step("typing", typing)
     step("cluster", cluster)
     step("large", lambda: results.update(large=large.run(logs, p["large_rows"])))
+    for name, work in (
+        ("writes", writesteps.sqlite),
+        ("writes-pg", writesteps.postgresql),
+        ("mixed", writesteps.mixed),
+        ("workers", writesteps.workers),
+    ):
+        step(name, lambda name=name, work=work: results.update({name: work(logs, p)}))
     results["duration_s"] = time.monotonic() - started
     rows = report.evaluate(results)
     results["targets"] = rows
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (args.out / "results.md").write_text(report.markdown(results, rows))
-    report.charts(results, args.out)
+    try:
+        report.charts(results, args.out)
+    except ImportError as exc:  # matplotlib: `make bench` installs it
+        log(f"no charts: {exc}")
     for row in rows:
         verdict = "n/a " if row["pass"] is None else ("PASS" if row["pass"] else "MISS")
         print(f"{verdict}  {row['target']}: {row['value']} (goal {row['goal']})")

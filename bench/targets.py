@@ -21,7 +21,19 @@ import httpx
 from common import BENCH, HOST, PYTHON, Proc, free_port, log, wait_http
 
 PAD = "x" * 56
+_CLI_BATCH = """
+import contextlib, io, json, sys
+from warrantysync.cli import main
+outputs = []
+for args in json.loads(sys.stdin.read()):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main(args, standalone_mode=False)
+    outputs.append(printed.getvalue().strip())
+print(json.dumps(outputs))
+"""
 EMAIL = "bench@example.com"
+PW = "x" * 12
 
 
 def payload(seq: int) -> dict[str, Any]:
@@ -130,6 +142,8 @@ class WarrantySync(Target):
         suffix: str = "",
         fast_paths: str | None = None,
         server: str = "uvicorn",
+        workers: int = 1,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(logs)
         self.name = f"warrantysync{suffix}"
@@ -139,6 +153,8 @@ class WarrantySync(Target):
         self.heartbeat = heartbeat
         self.fast_paths = fast_paths  # WARRANTYSYNC_FAST_PATHS; None: the default
         self.server = server  # "uvicorn" (warrantysync serve) or "granian"
+        self.workers = workers  # warrantysync serve --workers (needs redis_url when > 1)
+        self.extra_env = extra_env or {}  # over the defaults below, e.g. rate limits on
         self.needs_setup = setup
         self.token = ""
         self.branch_id = 1
@@ -176,7 +192,7 @@ class WarrantySync(Target):
             env["WARRANTYSYNC_REDIS_URL"] = self.redis_url
         if self.fast_paths is not None:
             env["WARRANTYSYNC_FAST_PATHS"] = self.fast_paths
-        return env
+        return {**env, **self.extra_env}
 
     def cli(self, *args: str) -> str:
         result = subprocess.run(
@@ -192,15 +208,39 @@ class WarrantySync(Target):
             raise RuntimeError(f"warrantysync {' '.join(args)}: {result.stderr}{result.stdout}")
         return result.stdout.strip()
 
+    def cli_batch(self, commands: list[list[str]]) -> list[str]:
+        """Several ``warrantysync`` commands in one interpreter; returns what each printed.
+
+        The CLI itself, run in-process: starting Python and importing the
+        package takes ~3 s per command on the bench machine.
+        """
+        result = subprocess.run(
+            [PYTHON, "-c", _CLI_BATCH],
+            input=json.dumps(commands),
+            env={**os.environ, **self.env()},
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"warrantysync {commands}: {result.stderr}{result.stdout}")
+        outputs: list[str] = json.loads(result.stdout.splitlines()[-1])
+        return outputs
+
     def prepare(self) -> str:
         """Schema, a branch, one editor and an API token; returns the token."""
-        self.cli("db", "upgrade")
-        self.cli(
-            "users", "create", "--email", EMAIL, "--name", "Bench User", "--password", "x" * 12
+        outputs = self.cli_batch(
+            [
+                ["db", "upgrade"],
+                ["users", "create", "--email", EMAIL, "--name", "Bench User", "--password", PW],
+                ["branches", "create", "--name", "Bench branch"],
+                ["members", "add", "--email", EMAIL, "--branch", "1", "--role", "manager"],
+                ["tokens", "create", "--email", EMAIL, "--name", "bench"],
+            ]
         )
-        self.cli("branches", "create", "--name", "Bench branch")
-        self.cli("members", "add", "--email", EMAIL, "--branch", "1", "--role", "manager")
-        return self.cli("tokens", "create", "--email", EMAIL, "--name", "bench").splitlines()[0]
+        return outputs[-1].splitlines()[0]
 
     def command(self) -> list[str]:
         if self.server == "granian":
@@ -213,7 +253,8 @@ class WarrantySync(Target):
                 *("--log-level", "warning", "--no-access-log"),
                 "warrantysync.app:app_from_env",
             ]
-        return [PYTHON, "-m", "warrantysync", "serve", "--host", HOST, "--port", str(self.port)]
+        serve = [PYTHON, "-m", "warrantysync", "serve", "--host", HOST, "--port", str(self.port)]
+        return [*serve, "--workers", str(self.workers)] if self.workers > 1 else serve
 
     def start(self) -> None:
         if self.needs_setup and not self.token:
@@ -254,6 +295,11 @@ class WarrantySync(Target):
         if response.status_code != 200:
             log(f"PATCH {response.status_code}: {response.text[:200]}")
         return sent
+
+    def restart(self) -> None:
+        """The server again on the same database and users, with the settings as they are now."""
+        super().stop()
+        self.start()
 
     def stop(self) -> None:
         super().stop()
