@@ -194,19 +194,24 @@ class WarrantySync(Target):
             env["WARRANTYSYNC_FAST_PATHS"] = self.fast_paths
         return {**env, **self.extra_env}
 
-    def cli(self, *args: str) -> str:
+    def _python(self, argv: list[str], what: str, *, stdin: str = "", timeout: float) -> str:
+        """Run the bench's Python with this server's settings; its stdout, stripped."""
         result = subprocess.run(
-            [PYTHON, "-m", "warrantysync", *args],
+            [PYTHON, *argv],
+            input=stdin,
             env={**os.environ, **self.env()},
             cwd=self.dir,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"warrantysync {' '.join(args)}: {result.stderr}{result.stdout}")
+            raise RuntimeError(f"warrantysync {what}: {result.stderr}{result.stdout}")
         return result.stdout.strip()
+
+    def cli(self, *args: str) -> str:
+        return self._python(["-m", "warrantysync", *args], " ".join(args), timeout=120)
 
     def cli_batch(self, commands: list[list[str]]) -> list[str]:
         """Several ``warrantysync`` commands in one interpreter; returns what each printed.
@@ -214,19 +219,10 @@ class WarrantySync(Target):
         The CLI itself, run in-process: starting Python and importing the
         package takes ~3 s per command on the bench machine.
         """
-        result = subprocess.run(
-            [PYTHON, "-c", _CLI_BATCH],
-            input=json.dumps(commands),
-            env={**os.environ, **self.env()},
-            cwd=self.dir,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        printed = self._python(
+            ["-c", _CLI_BATCH], str(commands), stdin=json.dumps(commands), timeout=300
         )
-        if result.returncode != 0:
-            raise RuntimeError(f"warrantysync {commands}: {result.stderr}{result.stdout}")
-        outputs: list[str] = json.loads(result.stdout.splitlines()[-1])
+        outputs: list[str] = json.loads(printed.splitlines()[-1])
         return outputs
 
     def prepare(self) -> str:

@@ -44,29 +44,17 @@ def _sqlite(run: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not run:
         return [_missing("saves/s per process, SQLite (synchronous=FULL)", goal)]
     n = run["editors"]
-    on, off, pace = run["group_commit_on"], run["group_commit_off"], run["paced"]
+    on, pace = run["saturation"], run["paced"]
     name = f"saves/s per process, SQLite (synchronous=FULL), {n} editors"
     return [
         _row(
-            f"{name}, group commit on",
+            name,
             goal,
             on["saves_per_s"],
             on["saves_per_s"] >= SAVES_SQLITE,
             "/s",
             on["error_count"],
         ),
-        # The same code on main until the group_commit fast path lands: for comparison.
-        {
-            **_row(
-                f"{name}, group commit off",
-                "for comparison",
-                off["saves_per_s"],
-                True,
-                "/s",
-                off["error_count"],
-            ),
-            "pass": None,
-        },
         _row(
             f"p99 save latency at {pace['rate']:g} PATCH/s (open loop, SQLite)",
             f"≤ {PACED_P99_MS:g} ms",
@@ -76,7 +64,7 @@ def _sqlite(run: dict[str, Any] | None) -> list[dict[str, Any]]:
             pace["error_count"],
         ),
         _row(
-            "server CPU per save (saturation, SQLite, group commit on)",
+            "server CPU per save (saturation, SQLite)",
             f"≤ {CPU_PER_SAVE_MS:g} ms",
             on["server_cpu_ms_per_save"],
             on["server_cpu_ms_per_save"] <= CPU_PER_SAVE_MS,
@@ -164,8 +152,7 @@ def markdown(results: dict[str, Any]) -> list[str]:
     if run:
         lines += ["", f"## Saves, SQLite ({run['editors']} editors, browser-like PATCH)", ""]
         lines += SAVES_HEAD
-        lines.append(_save_line("closed loop, group commit on", run["group_commit_on"]))
-        lines.append(_save_line("closed loop, group commit off", run["group_commit_off"]))
+        lines.append(_save_line("closed loop", run["saturation"]))
         pace = run["paced"]
         label = f"paced {pace['rate']:g}/s, {pace['editors']} connections"
         lines.append(_save_line(label, pace))

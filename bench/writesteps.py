@@ -27,8 +27,6 @@ RATE_LIMITED = {
     "WARRANTYSYNC_RATE_LIMIT_WRITES": "1000000/second",
     "WARRANTYSYNC_RATE_LIMIT_IP": "1000000/second",
 }
-# Every fast path but group commit (the names config.py accepts besides it).
-NO_GROUP_COMMIT = "direct,one_trip"
 PACED_RATE = 500.0
 
 
@@ -67,24 +65,20 @@ def _target(logs: Path, suffix: str, **kwargs: Any) -> WarrantySync:
 
 
 def sqlite(logs: Path, p: dict[str, Any]) -> dict[str, Any]:
-    """Saturation with group commit on and off, the paced 500/s run, CPU per save."""
+    """Saturation (saves/s and CPU per save), then the paced 500/s run."""
     target = _target(logs, "-writes")
     try:
         target.start()
         editors = writes.make_editors(target, p["write_editors"])
         crowd = editors[: p["saturation_editors"]]
-        on = _saturate(target, crowd, p["write_secs"])
+        saturation = _saturate(target, crowd, p["write_secs"])
         pace = writes.measure(
             editors, lambda: writes.paced(editors, PACED_RATE, p["paced_secs"]), _pids(target)
         )
         log(f"paced {PACED_RATE:g}/s: p99 {pace['p99_ms']:.1f} ms, errors {pace['errors']}")
-        target.fast_paths = NO_GROUP_COMMIT
-        target.restart()
-        off = _saturate(target, crowd, p["write_secs"])
         return {
             "editors": len(crowd),
-            "group_commit_on": on,
-            "group_commit_off": off,
+            "saturation": saturation,
             "paced": {"rate": PACED_RATE, "editors": len(editors), **pace},
         }
     finally:
