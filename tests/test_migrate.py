@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,26 @@ def test_two_upgrades_at_once_on_a_fresh_database(
     assert sorted(outputs) == sorted(
         [f"upgraded from an empty database to {HEAD}", f"already up to date ({HEAD})"]
     ), outputs
+
+
+def test_an_upgrade_waits_out_a_long_write_lock_on_a_new_sqlite_file(tmp_path: Path) -> None:
+    """Even the connection's own first statements (switching a new file to WAL needs
+    the write lock) wait for another process's lock, not only the migrations."""
+    path = tmp_path / "fresh.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE other (id INTEGER)")  # the file exists, in rollback mode
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        process = _upgrade_process(f"sqlite+aiosqlite:///{path}")
+        # Longer than sqlite3's default 5 s timeout and the server's 10 s busy timeout.
+        time.sleep(11)
+        assert process.poll() is None, process.communicate()
+    finally:
+        holder.rollback()
+        holder.close()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, out + err
+    assert out.strip() == f"upgraded from an empty database to {HEAD}"
 
 
 def test_upgrade_says_what_it_did(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,20 +39,20 @@ PROBE_COUNTER = "readiness_probe"
 PROBE_FRESH = 1.0  # seconds one write probe's outcome answers every later caller
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin, so
         # the "begin" hook below can choose IMMEDIATE for writers.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        _use_wal(cursor, busy_timeout_ms / 1000)
         cursor.execute("PRAGMA foreign_keys=ON")
         # A 200 means the change is on the disk: in WAL mode only FULL syncs
         # the log at every commit; NORMAL lets a power cut or kernel crash
         # take the last acknowledged saves (docs/security.md, "Failures").
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -60,13 +61,43 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_engine(url: str, *, one_trip: bool = True, **kwargs: Any) -> AsyncEngine:
-    """``one_trip``: SQLite through ``storage/sqlite.py``'s one-trip cursor, where it works."""
+def _use_wal(cursor: Any, patience: float) -> None:
+    """Put the file in WAL mode (a setting the file keeps), waiting up to ``patience``
+    seconds while another process writes.
+
+    A file already in WAL mode (any migrated database) needs nothing. A new
+    one needs an exclusive lock, and SQLite answers "database is locked" at
+    once, without its busy handler, while another connection holds the write
+    lock (two ``warrantysync db upgrade`` on a new file): so try again.
+    """
+    cursor.execute("PRAGMA journal_mode")
+    if cursor.fetchone()[0].lower() == "wal":
+        return
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:
+            if failures.classify(exc) is not failures.Failure.BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)  # only before the first migration: a served file is in WAL mode
+
+
+def create_engine(
+    url: str,
+    *,
+    one_trip: bool = True,
+    busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    **kwargs: Any,
+) -> AsyncEngine:
+    """``one_trip``: SQLite through ``storage/sqlite.py``'s one-trip cursor, where it works.
+    ``busy_timeout_ms``: how long a SQLite statement waits for another process's lock."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         options = sqlite.engine_options(url) if one_trip else {}
         engine = create_async_engine(url, **{**options, **kwargs})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, busy_timeout_ms)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)

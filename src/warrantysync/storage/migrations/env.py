@@ -49,11 +49,6 @@ def _lock(connection: Connection) -> None:
     """Take the migration lock; waits while another upgrade holds it."""
     dialect = connection.dialect.name
     if dialect == "sqlite":
-        # Straight on the driver: a statement through the connection would
-        # begin the transaction before it is told to be IMMEDIATE.
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(f"PRAGMA busy_timeout={LOCK_WAIT * 1000}")
-        cursor.close()
         # The write lock (storage/db.py's "begin" hook), held until the
         # commit after the last migration: alembic runs them all inside it.
         connection.execution_options(sqlite_immediate=True).exec_driver_sql("SELECT 1")
@@ -86,7 +81,11 @@ def _unlock(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
+    # On SQLite every statement of the run, from the connection's own
+    # PRAGMAs on, waits up to LOCK_WAIT for another upgrade's lock.
+    engine = create_engine(
+        config.get_main_option("sqlalchemy.url") or "", busy_timeout_ms=LOCK_WAIT * 1000
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_lock)
