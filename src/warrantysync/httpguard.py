@@ -16,7 +16,10 @@ connection (docs/security.md, "Connections"):
 * a deadline for the whole body (``BODY_TIMEOUT``), counted from the end of
   the head: 408;
 * no reading on for a body the app answered without reading (a 413, a 401, a
-  route that takes none): the connection is closed instead of kept alive.
+  route that takes none): the answer says ``Connection: close`` and the
+  connection is closed instead of kept alive (docs/protocol.md, "Requests the
+  server refuses before reading them"). Without the header a client may send
+  its next request on the connection (RFC 9112, section 9.3) and lose it.
 
 A response, once started, is never cut by these deadlines — the event stream
 lives for hours after its request ended. Refusals are written by the protocol
@@ -34,10 +37,11 @@ says so in the log.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +146,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes received while awaiting the current head
         self._deadline: asyncio.TimerHandle | None = None
         self._dropping = False  # refused or lingering: read, but parse nothing more
+        self._answered_early = False  # the answer began before the body was read whole
         self.waiting_since = 0.0  # loop time the connection last became idle
 
     # -- the connection's life ------------------------------------------------
@@ -215,6 +220,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().on_headers_complete()
         self._arm(self.limits.body_timeout, self._body_timed_out)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started and self._expects_body():
+            # Its task has not run yet, so it will look this attribute up.
+            cycle.send = functools.partial(self._send, cycle, cycle.send)  # type: ignore[method-assign]
 
     def on_body(self, body: bytes) -> None:
         if not self._dropping:
@@ -230,14 +239,47 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         cycle = self.cycle
-        if cycle is not None and cycle.response_complete and cycle.more_body:
+        if (
+            cycle is not None
+            and cycle.response_complete
+            and (cycle.more_body or self._answered_early)
+        ):
             # Answered before its body was read: do not read the rest of it just
-            # to find the next request.
+            # to find the next request (the answer said so, see _send).
             self.server_state.total_requests += 1
             self._linger()
             return
         super().on_response_complete()
         self.waiting_since = self.loop.time()
+
+    # -- answers given before the body ---------------------------------------
+
+    def _expects_body(self) -> bool:
+        return any(
+            name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+            for name, value in self.headers
+        )
+
+    async def _send(
+        self,
+        cycle: Any,
+        send: Callable[[Any], Awaitable[None]],
+        message: Any,
+    ) -> None:
+        """The cycle's ASGI ``send``; an answer begun before the body was read
+        whole says ``Connection: close``, since the connection ends after it."""
+        if message["type"] != "http.response.start" or not cycle.more_body:
+            await send(message)
+            return
+        self._answered_early = True
+        keep_alive = cycle.keep_alive
+        headers = [(n, v) for n, v in message.get("headers", ()) if n.lower() != b"connection"]
+        headers.append((b"connection", b"close"))
+        await send({**message, "headers": headers})
+        # uvicorn takes the header as "close at once" after the answer, which
+        # resets a client still uploading before it reads the answer; the
+        # connection lingers instead (on_response_complete).
+        cycle.keep_alive = keep_alive
 
     # -- refusals -------------------------------------------------------------
 

@@ -178,6 +178,35 @@ def test_a_trickled_body_is_408_and_changes_nothing(guarded: Live) -> None:
     assert "Traceback" not in server.log()
 
 
+def test_an_answer_given_before_the_body_says_it_ends_the_connection(guarded: Live) -> None:
+    # A client may send its next request on a connection whose answer did not
+    # say "close" (RFC 9112, section 9.3); this server reads nothing more on it,
+    # so that request would be lost ("Server disconnected" in httpx).
+    server, world, _url = guarded
+    alice = sign_in(server.url, "alice@example.com")
+    case = world.cases["laptop"]
+    before = alice.http.get(f"/api/cases/{case}").json()
+    body = json.dumps({"changes": {"notes": "forged"}}).encode()
+    start = head(  # no CSRF token: 403 from the head alone
+        "PATCH",
+        f"/api/cases/{case}",
+        server.port,
+        f"Cookie: warrantysync_session={alice.token}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    )
+    with connect(server.port) as sock:
+        answer = push(sock, start)
+        assert answer.status == 403, answer.response[:300]
+        assert answer.header("connection") == "close"
+        sock.sendall(body + head("GET", "/healthz", server.port))
+        closed, after = wait_closed(sock, httpguard.LINGER + SLACK)
+    assert closed
+    assert after == b""
+    assert alice.http.get(f"/api/cases/{case}").json() == before
+    alice.http.close()
+
+
 def test_idle_keep_alive_connections_are_closed(guarded: Live) -> None:
     server = guarded[0]
     with connect(server.port) as sock:
