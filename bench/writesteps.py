@@ -65,7 +65,7 @@ def _target(logs: Path, suffix: str, **kwargs: Any) -> WarrantySync:
 
 
 def sqlite(logs: Path, p: dict[str, Any]) -> dict[str, Any]:
-    """Saturation (saves/s and CPU per save), then the paced 500/s run."""
+    """Saturation (saves/s, CPU per save), the paced 500/s run, saturation without group commit."""
     target = _target(logs, "-writes")
     try:
         target.start()
@@ -76,9 +76,15 @@ def sqlite(logs: Path, p: dict[str, Any]) -> dict[str, Any]:
             editors, lambda: writes.paced(editors, PACED_RATE, p["paced_secs"]), _pids(target)
         )
         log(f"paced {PACED_RATE:g}/s: p99 {pace['p99_ms']:.1f} ms, errors {pace['errors']}")
+        # The same database and editors, every save in a transaction of its own
+        # (docs/performance.md, "Group commit").
+        target.extra_env = {**RATE_LIMITED, "WARRANTYSYNC_GROUP_COMMIT": "off"}
+        target.restart()
+        off = _saturate(target, crowd, p["write_secs"])
         return {
             "editors": len(crowd),
             "saturation": saturation,
+            "group_commit_off": off,
             "paced": {"rate": PACED_RATE, "editors": len(editors), **pace},
         }
     finally:
