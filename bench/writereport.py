@@ -40,6 +40,21 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _off_row(name: str, off: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The same saturation with group commit off: for comparison, never a pass or a miss."""
+    if not off:
+        return []
+    row = _row(
+        f"{name}, group commit off",
+        "for comparison",
+        off["saves_per_s"],
+        True,
+        "/s",
+        off["error_count"],
+    )
+    return [{**row, "pass": None}]
+
+
 def _sqlite(run: dict[str, Any] | None) -> list[dict[str, Any]]:
     goal = f"≥ {SAVES_SQLITE:,.0f}/s"
     if not run:
@@ -56,6 +71,7 @@ def _sqlite(run: dict[str, Any] | None) -> list[dict[str, Any]]:
             "/s",
             on["error_count"],
         ),
+        *_off_row(name, run.get("group_commit_off")),
         _row(
             f"p99 save latency at {pace['rate']:g} PATCH/s (open loop, SQLite)",
             f"≤ {PACED_P99_MS:g} ms",
@@ -181,7 +197,9 @@ def markdown(results: dict[str, Any]) -> list[str]:
         lines += ["", f"## Saves, SQLite ({run['editors']} editors, browser-like PATCH)", ""]
         lines += SAVES_HEAD
         lines.append(_save_line("closed loop", run["saturation"]))
-        for pace in (run["paced"], run.get("chain")):
+        if run.get("group_commit_off"):
+            lines.append(_save_line("closed loop, group commit off", run["group_commit_off"]))
+        for pace in (run.get("chain"), run["paced"]):
             if pace is not None:
                 label = f"paced {pace['rate']:g}/s, {pace['editors']} connections"
                 lines.append(_save_line(label, pace))

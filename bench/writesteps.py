@@ -69,7 +69,8 @@ def _target(logs: Path, suffix: str, **kwargs: Any) -> WarrantySync:
 
 
 def sqlite(logs: Path, p: dict[str, Any]) -> dict[str, Any]:
-    """Saturation (saves/s and CPU per save), then paced runs at 500/s and at a chain's rate."""
+    """Saturation (saves/s, CPU per save), paced runs at a chain's rate and at 500/s, then
+    saturation without group commit."""
     target = _target(logs, "-writes")
     try:
         target.start()
@@ -84,7 +85,17 @@ def sqlite(logs: Path, p: dict[str, Any]) -> dict[str, Any]:
             )
             log(f"paced {rate:g}/s: p99 {pace['p99_ms']:.1f} ms, errors {pace['errors']}")
             paced[name] = {"rate": rate, "editors": len(editors), **pace}
-        return {"editors": len(crowd), "saturation": saturation, **paced}
+        # The same database and editors, every save in a transaction of its own
+        # (docs/performance.md, "Group commit").
+        target.extra_env = {**RATE_LIMITED, "WARRANTYSYNC_GROUP_COMMIT": "off"}
+        target.restart()
+        off = _saturate(target, crowd, p["write_secs"])
+        return {
+            "editors": len(crowd),
+            "saturation": saturation,
+            "group_commit_off": off,
+            **paced,
+        }
     finally:
         target.stop()
 

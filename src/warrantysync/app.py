@@ -51,8 +51,11 @@ async def build_services(settings: Settings) -> Services:
         timeout=settings.database_timeout,
         check_durability=True,
         one_trip="one_trip" in settings.fast_paths,
+        group_commit=settings.group_commit,
     )
     metrics = Metrics()
+    if db.group is not None:
+        db.group.on_commit = metrics.sqlite_commit_writers.observe
     broker = Broker(
         make_broker_backend(settings.redis_url),
         db=db,
@@ -169,6 +172,12 @@ def announce_fast_paths(services: Services) -> None:
     elif db.sqlite_path == "stock":
         reason = "turned off" if "one_trip" not in settings.fast_paths else "unsupported here"
         log.info("SQLite: the stock aiosqlite adapter (one-trip cursor %s)", reason)
+    if db.dialect == "sqlite":
+        # docs/performance.md, "Group commit".
+        if db.group is not None:
+            log.info("SQLite: group commit on (concurrent writers share one COMMIT)")
+        else:
+            log.info("SQLite: group commit off (a transaction and COMMIT per writer)")
     if "direct" in settings.fast_paths:
         log.info("event streams: direct writes where uvicorn's httptools protocol serves them")
     else:

@@ -40,7 +40,11 @@ def _with_db(work: Callable[[Database], Awaitable[T]]) -> T:
     settings = _settings()
 
     async def main() -> T:
-        db = Database(settings.database_url, timeout=settings.database_timeout)
+        db = Database(
+            settings.database_url,
+            timeout=settings.database_timeout,
+            group_commit=settings.group_commit,
+        )
         try:
             return await work(db)
         finally:

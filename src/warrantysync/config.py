@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # back by itself when the installed library lacks what it needs
     # (docs/performance.md, "Transport fast paths"). "off": none.
     fast_paths: Annotated[list[FastPath], NoDecode] = Field(default_factory=_all_fast_paths)
+    # SQLite: concurrent writers share one transaction and one COMMIT
+    # (docs/performance.md, "Group commit"); off, each has its own.
+    group_commit: bool = True
     # Connection limits (warrantysync/httpguard.py).
     max_header_bytes: int = Field(32 * 1024, ge=1024)
     header_timeout: float = Field(10, gt=0)

@@ -36,6 +36,7 @@ from prometheus_client import (
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _SAVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_WRITER_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 _GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 TASKS_SAMPLE_EVERY = 5.0
@@ -114,6 +115,13 @@ class Metrics:
             "warrantysync_save_latency_seconds",
             "Time to validate and commit a case change",
             buckets=_SAVE_BUCKETS,
+            registry=r,
+        )
+        # SQLite group commit (storage/groupcommit.py): writers per COMMIT.
+        self.sqlite_commit_writers = Histogram(
+            "warrantysync_sqlite_commit_writers",
+            "Write transactions of requests made durable by one SQLite COMMIT (group commit)",
+            buckets=_WRITER_BUCKETS,
             registry=r,
         )
         self.replays = Counter(

@@ -5,12 +5,15 @@ transaction with ``BEGIN IMMEDIATE`` so two writers never both read and then
 both try to upgrade their lock (which SQLite answers with "database is
 locked" instead of waiting); on PostgreSQL and MySQL the row locks taken by
 ``SELECT … FOR UPDATE`` and the counter ``UPDATE`` serialise writers of one
-case and one branch.
+case and one branch. With group commit (the default on SQLite,
+``storage/groupcommit.py``) concurrent writers take turns in-process and
+share that transaction and its ``COMMIT`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +32,7 @@ from sqlalchemy.ext.asyncio import (
 
 from ..errors import WarrantySyncError
 from . import durability, failures, sqlite
+from .groupcommit import GroupCommit
 from .models import Counter
 
 log = logging.getLogger(__name__)
@@ -121,6 +125,7 @@ class Database:
         timeout: float = DEFAULT_TIMEOUT,
         check_durability: bool = False,
         one_trip: bool = True,
+        group_commit: bool = True,
         **engine_kwargs: Any,
     ) -> None:
         self.url = url
@@ -136,6 +141,8 @@ class Database:
         self._write = async_sessionmaker(
             self.engine.execution_options(sqlite_immediate=True), expire_on_commit=False
         )
+        # SQLite only: elsewhere writers of different rows commit in parallel.
+        self.group = GroupCommit(self.engine) if group_commit and self.dialect == "sqlite" else None
         self._probe: asyncio.Future[None] | None = None
         self._probe_started = 0.0
         if check_durability:
@@ -170,8 +177,16 @@ class Database:
         unknown: the caller answers 503, and a retry with the same
         Idempotency-Key finds out which it was.
         """
-        async with self._transaction(self.timeout) as session:
-            yield session
+        if self.group is None:
+            async with self._transaction(self.timeout) as session:
+                yield session
+            return
+        try:
+            async with asyncio.timeout(self.timeout), self.group.write() as session:
+                yield session
+        except Exception as exc:
+            _raise_if_unavailable(exc)
+            raise
 
     @asynccontextmanager
     async def one_transaction(self, *, time_limit: float) -> AsyncIterator[Database]:
@@ -229,6 +244,10 @@ class Database:
         # first, so no connection is in use while the engine goes away.
         if self._probe is not None and not self._probe.done():
             await asyncio.gather(self._probe, return_exceptions=True)
+        if self.group is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timeout):
+                    await self.group.close()
         await self.engine.dispose()
 
     def _check_durability_on_first_connect(self) -> None:
@@ -253,6 +272,7 @@ class _InTransaction(Database):
     def __init__(self, outer: Database, session: AsyncSession) -> None:  # no engine of its own
         self.url, self.timeout, self.engine = outer.url, outer.timeout, outer.engine
         self.dialect, self.sqlite_path = outer.dialect, outer.sqlite_path
+        self.group = None
         self._session = session
 
     @asynccontextmanager

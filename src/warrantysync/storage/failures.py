@@ -84,8 +84,23 @@ _SQLITE_CODES = {
 }
 
 
+class SharedFailure(Exception):
+    """This request's change was in a transaction shared with others that failed.
+
+    Raised by ``storage/groupcommit.py`` in every writer of a failed batch,
+    from the failure itself (so ``describe`` names it); ``failure`` is the kind
+    each of them answers.
+    """
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.value)
+        self.failure = failure
+
+
 def classify(exc: BaseException) -> Failure | None:
     """The kind of unavailability ``exc`` is, or None when it is not one."""
+    if isinstance(exc, SharedFailure):
+        return exc.failure
     if isinstance(exc, TimeoutError):
         return Failure.SLOW
     if isinstance(exc, PoolTimeout):
