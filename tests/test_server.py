@@ -191,6 +191,8 @@ def test_the_startup_heap_is_frozen_after_its_garbage_is_collected() -> None:
     try:
         frozen = server_module.freeze_startup_heap()
         assert gone() is None, "garbage was frozen instead of collected"
-        assert frozen == gc.get_freeze_count() > 1000
+        # Frozen objects may still be freed meanwhile (other threads of the test
+        # process drop theirs), never added to: the count only falls.
+        assert 1000 < gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
