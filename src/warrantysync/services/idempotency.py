@@ -182,7 +182,7 @@ class IdempotencyGuard:
 
 
 async def sweep(db: Database) -> int:
-    async with db.write() as session:
+    async with db.write(bulk=True) as session:
         result = await session.execute(
             delete(IdempotencyRecord).where(IdempotencyRecord.created_at <= utcnow() - KEY_LIFETIME)
         )

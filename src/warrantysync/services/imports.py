@@ -163,7 +163,7 @@ class CaseImport:
         user_id = None if actor is None else actor.id
         by = None if actor is None else actor.ref()
         client_id = None if actor is None else actor.client_id
-        async with self.db.write() as session:
+        async with self.db.write(bulk=True) as session:
             last = await outbox.next_counters(session, name="case_number", count=len(batch))
             numbers = [f"WC-{n:06d}" for n in range(last - len(batch) + 1, last + 1)]
             now = utcnow()

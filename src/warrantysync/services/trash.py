@@ -112,7 +112,7 @@ class Trash:
         cutoff = (now or utcnow()) - self.retention
         purged = 0
         while True:
-            async with self.db.write() as session:
+            async with self.db.write(bulk=True) as session:
                 ids = list(
                     (
                         await session.scalars(

@@ -170,23 +170,29 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
+    async def write(self, *, bulk: bool = False) -> AsyncIterator[AsyncSession]:
         """A transaction that commits when the block ends without error.
 
         A timeout or a connection lost during the commit leaves its outcome
         unknown: the caller answers 503, and a retry with the same
         Idempotency-Key finds out which it was.
+
+        ``bulk``: the block's statements may touch many rows (a sweep, an
+        import). On SQLite a write's statements otherwise run on the event
+        loop's thread, which such a statement would hold for long
+        (``storage/sqlite.py``).
         """
-        if self.group is None:
-            async with self._transaction(self.timeout) as session:
-                yield session
-            return
-        try:
-            async with asyncio.timeout(self.timeout), self.group.write() as session:
-                yield session
-        except Exception as exc:
-            _raise_if_unavailable(exc)
-            raise
+        with sqlite.off_loop() if bulk else contextlib.nullcontext():
+            if self.group is None:
+                async with self._transaction(self.timeout) as session:
+                    yield session
+                return
+            try:
+                async with asyncio.timeout(self.timeout), self.group.write() as session:
+                    yield session
+            except Exception as exc:
+                _raise_if_unavailable(exc)
+                raise
 
     @asynccontextmanager
     async def one_transaction(self, *, time_limit: float) -> AsyncIterator[Database]:
@@ -284,8 +290,9 @@ class _InTransaction(Database):
         yield self._session  # joins the transaction, at the isolation it began with
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        yield self._session
+    async def write(self, *, bulk: bool = False) -> AsyncIterator[AsyncSession]:
+        with sqlite.off_loop() if bulk else contextlib.nullcontext():
+            yield self._session
 
     async def probe(self) -> None:
         raise TypeError("no readiness probe inside a transaction")

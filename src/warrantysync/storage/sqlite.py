@@ -19,12 +19,31 @@ SQLAlchemy's ``_cursor_cls`` on the adapted connection, whose cursor
 the engine is made (``supported``); if one is missing the engine keeps the
 stock adapter, and ``path_of`` — in the startup log and
 ``warrantysync_transport_info{sqlite}`` — says so.
+
+Inside a write transaction the statements skip the thread altogether. Once
+``BEGIN IMMEDIATE`` has returned, the connection holds SQLite's write lock,
+and in WAL mode nothing else can make its statements wait: they cost only
+SQLite's own work, tens of microseconds for a save's, less than the trip.
+So they run inline on the event loop's thread (the connection is opened
+with ``check_same_thread=False``, as SQLAlchemy does for every file
+database) while the trips that can wait stay on the driver's thread: the
+``BEGIN`` (another process's lock), the ``COMMIT`` (the fsync) and every
+read. So do a write's statements over many rows, which could hold the loop
+for long: an ``executemany`` of more than ``INLINE_ROWS`` rows, and every
+statement of a block marked ``off_loop()`` (``Database.write(bulk=True)``).
+Inline only while no trip of the connection is on the thread — a trip whose
+caller was cancelled still runs there — so the connection is never used by
+two threads at once. Measured: docs/performance.md, "Third round: CPU per
+save", step 5.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import sqlite3
+from collections.abc import Iterator
 from threading import Thread
 from typing import Any
 
@@ -44,6 +63,19 @@ Outcome = tuple[Any, list[Any] | None, int, int | None]
 ONE_TRIP = "one_trip"
 STOCK = "stock"
 NOT_SQLITE = "none"
+
+INLINE_ROWS = 64  # an executemany over more rows goes to the driver's thread
+_OFF_LOOP: contextvars.ContextVar[bool] = contextvars.ContextVar("sqlite_off_loop", default=False)
+
+
+@contextlib.contextmanager
+def off_loop() -> Iterator[None]:
+    """Within the block, every statement runs on the driver's thread, even in a write."""
+    token = _OFF_LOOP.set(True)
+    try:
+        yield
+    finally:
+        _OFF_LOOP.reset(token)
 
 
 def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
@@ -114,10 +146,22 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _one_trip(self, operation: Any, parameters: Any, *, many: bool) -> None:
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-        async with self._adapt_connection._execute_mutex:
-            outcome: Outcome = await connection._execute(  # type: ignore[no-untyped-call]
-                _run, connection._conn, operation, parameters, many
-            )
+        adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        async with adapted._execute_mutex:
+            conn = connection._conn
+            outcome: Outcome
+            begins = operation.startswith("BEGIN")
+            if not begins and adapted.inline_ok(conn, parameters, many):
+                outcome = _run(conn, operation, parameters, many)
+            else:
+                if begins:
+                    adapted.writing = False
+                adapted.trips_sent += 1
+                outcome = await connection._execute(  # type: ignore[no-untyped-call]
+                    _counted, adapted, conn, operation, parameters, many
+                )
+                if begins:
+                    adapted.writing = operation == "BEGIN IMMEDIATE"
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows) if rows is not None else collections.deque()
 
@@ -125,9 +169,64 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         return None  # one statement per execute; sqlite3 has no further sets
 
 
+def _counted(
+    adapted: OneTripConnection,
+    conn: sqlite3.Connection,
+    operation: str,
+    parameters: Any,
+    many: bool,
+) -> Outcome:
+    """``_run`` on the driver's thread, counted there as done however it ends."""
+    try:
+        return _run(conn, operation, parameters, many)
+    finally:
+        adapted.trips_done += 1
+
+
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    """The adapted connection, knowing when its statements may run inline.
+
+    ``writing``: ``BEGIN IMMEDIATE`` returned and neither a ``COMMIT`` nor a
+    ``ROLLBACK`` has been sent since. ``trips_sent`` is counted on the event
+    loop's thread only, ``trips_done`` on the driver's only, so neither needs
+    a lock; while they differ, a trip is queued or running over there.
+    """
+
+    __slots__ = ("trips_done", "trips_sent", "writing")
     _cursor_cls = OneTripCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self.writing = False
+        self.trips_sent = 0
+        self.trips_done = 0
+
+    def inline_ok(self, conn: sqlite3.Connection, parameters: Any, many: bool) -> bool:
+        return (
+            self.writing
+            and self.trips_sent == self.trips_done
+            and conn.in_transaction
+            and not _OFF_LOOP.get()
+            and not (many and not (isinstance(parameters, list) and len(parameters) <= INLINE_ROWS))
+        )
+
+    # The transaction ends on the driver's thread; nothing runs inline from
+    # here until the next BEGIN IMMEDIATE, queued behind it, has returned.
+    def commit(self) -> None:
+        self.writing = False
+        super().commit()
+
+    def rollback(self) -> None:
+        self.writing = False
+        super().rollback()
+
+    def close(self) -> None:
+        self.writing = False
+        super().close()
+
+    def terminate(self) -> None:
+        self.writing = False
+        super().terminate()
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
