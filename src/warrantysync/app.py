@@ -168,7 +168,7 @@ def announce_fast_paths(services: Services) -> None:
     db, settings = services.db, services.settings
     services.metrics.set_transport(sqlite=db.sqlite_path)
     if db.sqlite_path == "one_trip":
-        log.info("SQLite: one driver trip per statement (storage/sqlite.py)")
+        log.info("SQLite: one driver trip per statement, a write's inline (storage/sqlite.py)")
     elif db.sqlite_path == "stock":
         reason = "turned off" if "one_trip" not in settings.fast_paths else "unsupported here"
         log.info("SQLite: the stock aiosqlite adapter (one-trip cursor %s)", reason)
