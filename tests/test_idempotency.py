@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 
 from factories import make_user
@@ -209,6 +209,27 @@ async def test_sweep_deletes_only_expired_answers(db: Database) -> None:
         )
     assert await sweep(db) == 1
     assert await records(db) == [(alice, "new", 200)]
+
+
+async def test_sweep_deletes_in_batches_oldest_first(any_db: Database) -> None:
+    db = any_db
+    alice = await user(db)
+    for n in range(8):
+        async with db.write() as session:
+            await guard(db, alice, f"k{n}").keep(session, OK)
+    async with db.write() as session:
+        for n in range(7):  # k0 oldest, k7 fresh
+            await session.execute(
+                update(IdempotencyRecord)
+                .where(IdempotencyRecord.key == f"k{n}")
+                .values(created_at=utcnow() - KEY_LIFETIME - dt.timedelta(minutes=10 - n))
+            )
+    commits: list[int] = []
+    event.listen(db.engine.sync_engine, "commit", lambda _conn: commits.append(1))
+    assert await sweep(db, batch=3) == 7
+    assert len(commits) == 3  # 3 + 3 + the last 1, each batch its own transaction
+    assert await records(db) == [(alice, "k7", 200)]
+    assert await sweep(db, batch=3) == 0
 
 
 # -- refusals --------------------------------------------------------------------------

@@ -16,7 +16,10 @@ sent at once.
   change, and it answers with the winner's answer (``twin``, or ``refused``
   returning it).
 
-Keys live 24 hours; ``sweep`` deletes older records.
+Keys live 24 hours; ``sweep`` deletes older records, at most about
+``SWEEP_BATCH`` per transaction: at a chain's rate a day's keys are
+millions, and one statement deleting them all would hold the database's
+write lock, and every save behind it, for as long as it takes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ..storage.models import IdempotencyRecord, table, utcnow
 
 KEY_LIFETIME = dt.timedelta(hours=24)
 MAX_KEY_LENGTH = 128
+SWEEP_BATCH = 2000  # expired records deleted per transaction
 RECORDS = table(IdempotencyRecord)
 # Core statements built once (docs/performance.md, "Third round: CPU per
 # save"): the ORM's entity loading and its bulk delete, which evaluates the
@@ -47,6 +51,15 @@ _FIND = select(RECORDS.c.request_hash, RECORDS.c.status_code, RECORDS.c.body).wh
 )
 _DROP_EXPIRED = delete(RECORDS).where(_THIS_KEY, RECORDS.c.created_at <= bindparam("b_since"))
 _INSERT = insert(RECORDS)
+# The sweep's batch ends at the b_offset+1-th oldest expired record's time.
+_BATCH_END = (
+    select(RECORDS.c.created_at)
+    .where(RECORDS.c.created_at <= bindparam("b_cutoff"))
+    .order_by(RECORDS.c.created_at)
+    .limit(1)
+    .offset(bindparam("b_offset"))
+)
+_DROP_UP_TO = delete(RECORDS).where(RECORDS.c.created_at <= bindparam("b_upto"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +194,21 @@ class IdempotencyGuard:
         return await self.earlier()
 
 
-async def sweep(db: Database) -> int:
-    async with db.write(bulk=True) as session:
-        result = await session.execute(
-            delete(IdempotencyRecord).where(IdempotencyRecord.created_at <= utcnow() - KEY_LIFETIME)
-        )
-    return int(getattr(result, "rowcount", 0) or 0)
+async def sweep(db: Database, *, now: dt.datetime | None = None, batch: int = SWEEP_BATCH) -> int:
+    """Delete the records older than ``KEY_LIFETIME``; returns how many.
+
+    Oldest first, one batch per transaction: each deletes up to the
+    ``batch``-th oldest expired record's time (ties go with it), so
+    the writers waiting meanwhile get their turn between two batches.
+    """
+    cutoff = (now or utcnow()) - KEY_LIFETIME
+    swept = 0
+    while True:
+        async with db.write(bulk=True) as session:
+            boundary = await session.scalar(_BATCH_END, {"b_cutoff": cutoff, "b_offset": batch - 1})
+            result = await session.execute(
+                _DROP_UP_TO, {"b_upto": cutoff if boundary is None else boundary}
+            )
+        swept += int(getattr(result, "rowcount", 0) or 0)
+        if boundary is None:
+            return swept
