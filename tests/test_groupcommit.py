@@ -298,3 +298,15 @@ def test_the_setting_turns_it_off(db_url: str, monkeypatch: pytest.MonkeyPatch) 
     assert make_settings(db_url).group_commit is False
     monkeypatch.delenv("WARRANTYSYNC_GROUP_COMMIT")
     assert make_settings(db_url).group_commit is True
+
+
+async def test_a_write_inside_a_write_raises_at_once(db: Database) -> None:
+    """Its turn would come only after the block holding it ends, which waits for it."""
+    async with asyncio.timeout(GUARD):
+        with pytest.raises(RuntimeError, match="a write inside a write"):
+            async with db.write():
+                await put(db, "gc-nested")
+        async with db.write():  # a task started in a block takes a turn of its own
+            child = asyncio.create_task(put(db, "gc-child"))
+        assert await child == "gc-child"
+    assert committed(db) == {"gc-child": 1}

@@ -18,12 +18,17 @@ by itself, or a failed ``COMMIT`` fails the whole batch: every writer in it
 gets the failure (``failures.SharedFailure``, 503 at the edge) and the
 connection is replaced. Why and what it costs: docs/performance.md,
 "Group commit".
+
+A write opened inside another by the same task would wait for a turn its
+own block holds, until the database timeout; it raises ``RuntimeError`` at
+once instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -35,6 +40,10 @@ from . import failures
 
 WINDOW = 0.005  # seconds a batch takes in new writers after its first began
 MAX_MEMBERS = 64
+# The task whose block holds the turn, as seen from that block's context.
+_HOLDER: contextvars.ContextVar[asyncio.Task[object] | None] = contextvars.ContextVar(
+    "group_commit_holder", default=None
+)
 
 
 class _Turns:
@@ -123,6 +132,9 @@ class GroupCommit:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A session in the shared transaction; returns once that transaction is durable."""
+        task = asyncio.current_task()
+        if task is not None and _HOLDER.get() is task:
+            raise RuntimeError("a write inside a write: its turn would never come")
         await self._take_turn()
         try:
             batch = self._batch or await self._open()
@@ -137,6 +149,7 @@ class GroupCommit:
             expire_on_commit=False,
         )
         failed: BaseException | None = None
+        holding = _HOLDER.set(task)
         try:
             yield session
             await session.commit()  # a flush; a later member's RELEASE SAVEPOINT
@@ -144,6 +157,7 @@ class GroupCommit:
             failed = exc
             raise
         finally:
+            _HOLDER.reset(holding)
             try:
                 await self._leave(batch, session, failed, first=first)
             finally:
